@@ -1,0 +1,44 @@
+"""The config subcommands of the CLI, run as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tui_trainer.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("tui-trainer ")
+
+
+def test_presets_lists_every_preset():
+    result = run_cli("presets")
+    assert result.returncode == 0
+    assert "sdxl-lora" in result.stdout and "sd21-lora" in result.stdout
+
+
+def test_config_new_then_validate(tmp_path: Path):
+    target = tmp_path / "my.toml"
+    assert run_cli("config", "new", "--preset", "sdxl-lora", "-o", str(target)).returncode == 0
+    result = run_cli("config", "validate", str(target))
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok")
+    again = run_cli("config", "new", "--preset", "sdxl-lora", "-o", str(target))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_validate_bad_file_exits_2_with_the_error(tmp_path: Path):
+    target = tmp_path / "bad.toml"
+    target.write_text('[model]\nbase_model = "x"\n[training]\nbatch_size = 0\n')
+    result = run_cli("config", "validate", str(target))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {target}: training.batch_size: 0 is out of range; allowed: >= 1 and <= 256"
+
+
+def test_unknown_preset(tmp_path: Path):
+    result = run_cli("config", "new", "--preset", "sd9-lora", "-o", str(tmp_path / "x.toml"))
+    assert result.returncode == 2 and "unknown preset 'sd9-lora'; allowed:" in result.stderr

@@ -1,0 +1,147 @@
+"""The `tui-trainer` command: one registry of subcommands, each importing only what it needs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tui_trainer import __version__
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _print_problems(problems: list) -> None:
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    """List the shipped presets."""
+    from tui_trainer.config import load_preset, preset_names
+
+    for name in preset_names():
+        config = load_preset(name)
+        print(f"{name:<18} {config.model.family.value:<6} {config.method.value:<10} {config.model.base_model}")
+    return EXIT_OK
+
+
+def cmd_config_new(args: argparse.Namespace) -> int:
+    """Write a new config file from a preset."""
+    from tui_trainer.atomic import atomic_write_text
+    from tui_trainer.config import ConfigError, preset_text
+
+    target = Path(args.output)
+    if target.exists() and not args.force:
+        print(f"error: {target} already exists; use --force to overwrite it", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        text = preset_text(args.preset)
+    except ConfigError as error:
+        _print_problems(error.problems)
+        return EXIT_USAGE
+    atomic_write_text(target, text)
+    print(f"wrote {target} from preset {args.preset}")
+    return EXIT_OK
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    """Validate a config file: exit 0 and 'ok', or exit 2 with every error."""
+    from tui_trainer.config import ConfigError, validate_file
+
+    try:
+        config, problems = validate_file(args.config)
+    except ConfigError as error:
+        _print_problems(error.problems)
+        return EXIT_USAGE
+    if problems:
+        _print_problems(problems)
+        return EXIT_USAGE
+    if not any(concept.enabled for concept in config.concepts):
+        print(f"warning: {args.config}: concepts: no enabled concept; add a [[concepts]] table before training")
+    print("ok")
+    return EXIT_OK
+
+
+def cmd_config_docs(args: argparse.Namespace) -> int:
+    """Print (or write) the config reference generated from the schema."""
+    from tui_trainer.atomic import atomic_write_text
+    from tui_trainer.config.reference import config_reference
+
+    text = config_reference()
+    if args.output:
+        atomic_write_text(args.output, text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def not_yet_available(name: str) -> Callable[[argparse.Namespace], int]:
+    """A handler for a subcommand whose feature has not landed yet."""
+
+    def handler(args: argparse.Namespace) -> int:
+        print(f"tui-trainer {name}: not yet available", file=sys.stderr)
+        return EXIT_USAGE
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="tui-trainer", description="Set up, run and watch Stable Diffusion fine-tuning.")
+    parser.add_argument("--version", action="version", version=f"tui-trainer {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    tui = commands.add_parser("tui", help="open the app (default)")
+    tui.add_argument("config", nargs="?", help="config file to open")
+    tui.set_defaults(handler=not_yet_available("tui"))
+
+    presets = commands.add_parser("presets", help="list presets")
+    presets.set_defaults(handler=cmd_presets)
+
+    config = commands.add_parser("config", help="create, validate and document config files")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    new = config_commands.add_parser("new", help="write a config from a preset")
+    new.add_argument("--preset", required=True, help="preset name (see `tui-trainer presets`)")
+    new.add_argument("-o", "--output", required=True, help="config file to write")
+    new.add_argument("--force", action="store_true", help="overwrite an existing file")
+    new.set_defaults(handler=cmd_config_new)
+    validate = config_commands.add_parser("validate", help="check a config file")
+    validate.add_argument("config")
+    validate.set_defaults(handler=cmd_config_validate)
+    docs = config_commands.add_parser("docs", help="print the config reference (Markdown)")
+    docs.add_argument("-o", "--output", help="write to this file")
+    docs.set_defaults(handler=cmd_config_docs)
+
+    for name, target, help_text in (
+        ("train", "config", "train from a config file"),
+        ("resume", "run_dir", "resume a run from its last backup"),
+        ("attach", "run_dir", "watch a running or finished run"),
+        ("estimate", "config", "estimate VRAM for a config"),
+        ("buckets", "config", "show aspect-ratio buckets for a config"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument(target)
+        sub.set_defaults(handler=not_yet_available(name))
+    for name, help_text in (("runs", "browse runs in a workspace"), ("demo", "build and open the demo workspace")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.set_defaults(handler=not_yet_available(name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tui-trainer` console script."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].endswith(".toml") and Path(argv[0]).suffix == ".toml"):
+        argv = ["tui", *argv]
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

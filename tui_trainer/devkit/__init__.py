@@ -1,0 +1,1 @@
+"""Builders of tiny real-architecture models and synthetic datasets for tests and the demo."""
