@@ -117,19 +117,31 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("-o", "--output", help="write to this file")
     docs.set_defaults(handler=cmd_config_docs)
 
-    for name, target, help_text in (
-        ("train", "config", "train from a config file"),
-        ("resume", "run_dir", "resume a run from its last backup"),
-        ("attach", "run_dir", "watch a running or finished run"),
-        ("estimate", "config", "estimate VRAM for a config"),
-        ("buckets", "config", "show aspect-ratio buckets for a config"),
-    ):
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument(target)
-        sub.set_defaults(handler=not_yet_available(name))
-    for name, help_text in (("runs", "browse runs in a workspace"), ("demo", "build and open the demo workspace")):
-        sub = commands.add_parser(name, help=help_text)
-        sub.set_defaults(handler=not_yet_available(name))
+    train = commands.add_parser("train", help="train from a config file")
+    train.add_argument("config")
+    train.set_defaults(handler=not_yet_available("train"))
+
+    resume = commands.add_parser("resume", help="resume a run from its last backup")
+    resume.add_argument("run_dir")
+    resume.set_defaults(handler=not_yet_available("resume"))
+
+    attach = commands.add_parser("attach", help="watch a running or finished run")
+    attach.add_argument("run_dir")
+    attach.set_defaults(handler=not_yet_available("attach"))
+
+    runs = commands.add_parser("runs", help="browse runs in a workspace")
+    runs.set_defaults(handler=not_yet_available("runs"))
+
+    estimate = commands.add_parser("estimate", help="estimate VRAM for a config")
+    estimate.add_argument("config")
+    estimate.set_defaults(handler=not_yet_available("estimate"))
+
+    buckets = commands.add_parser("buckets", help="show aspect-ratio buckets for a config")
+    buckets.add_argument("config")
+    buckets.set_defaults(handler=not_yet_available("buckets"))
+
+    demo = commands.add_parser("demo", help="build and open the demo workspace")
+    demo.set_defaults(handler=not_yet_available("demo"))
     return parser
 
 
