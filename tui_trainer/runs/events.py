@@ -1,0 +1,72 @@
+"""events.jsonl: append-only, one JSON object per line; readers tail it by byte offset."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tui_trainer.runs.layout import RunDir
+
+
+class EventWriter:
+    """Appends events to a run's events.jsonl (only the trainer's main process writes)."""
+
+    def __init__(self, run: RunDir):
+        self.path = run.events_file
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+
+    def emit(self, type: str, **fields: Any) -> dict[str, Any]:
+        """Append one event; returns it with its "type" and "time" (unix seconds)."""
+        event = {"type": type, "time": round(time.time(), 3), **fields}
+        self._handle.write(json.dumps(event, separators=(",", ":"), default=str) + "\n")
+        self._handle.flush()
+        return event
+
+    def sync(self) -> None:
+        """Flush to disk (at checkpoints and the end)."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        """Close the file."""
+        if not self._handle.closed:
+            self.sync()
+            self._handle.close()
+
+
+class EventReader:
+    """Tails an events file from a byte offset; a partial last line waits for its newline."""
+
+    def __init__(self, path: str | Path, offset: int = 0):
+        self.path = Path(path)
+        self.offset = offset
+
+    def read_new(self) -> list[dict[str, Any]]:
+        """Events appended since the last call (complete lines only; unparsable lines are skipped)."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        events = []
+        for line in chunk[: end + 1].splitlines():
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                events.append(value)
+        return events
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete event in a file."""
+    return EventReader(path).read_new()
