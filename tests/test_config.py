@@ -215,3 +215,18 @@ def test_every_field_has_help():
                 walk(inner)
 
     walk(TrainConfig)
+
+
+def test_with_absolute_paths_keeps_a_copied_config_valid(tmp_path: Path):
+    from tui_trainer.config import with_absolute_paths
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "model").mkdir()
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nbase_model = "model"\n[workspace]\ndir = "ws"\n[[concepts]]\nname = "a"\npath = "data"\n')
+    config = with_absolute_paths(load_config(path), path)
+    assert config.workspace.dir == str(tmp_path / "ws")
+    assert config.concepts[0].path == str(tmp_path / "data")
+    assert config.model.base_model == str(tmp_path / "model")
+    hub = with_absolute_paths(parse_config('[model]\nbase_model = "org/repo"\n'), path)
+    assert hub.model.base_model == "org/repo"

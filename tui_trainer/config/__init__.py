@@ -11,6 +11,7 @@ from tui_trainer.config.io import (
     resolve_path,
     save_config,
     validate_file,
+    with_absolute_paths,
 )
 from tui_trainer.config.presets import load_preset, preset_names, preset_text
 from tui_trainer.config.schema import CONFIG_VERSION, TrainConfig, parse_resolution
@@ -33,4 +34,5 @@ __all__ = [
     "resolve_path",
     "save_config",
     "validate_file",
+    "with_absolute_paths",
 ]

@@ -95,6 +95,31 @@ def _looks_local(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.endswith((".safetensors", ".ckpt", ".pt", ".bin"))
 
 
+def with_absolute_paths(config: TrainConfig, config_file: str | Path | None) -> TrainConfig:
+    """A copy of `config` whose relative paths are made absolute against the config file's folder.
+
+    A run folder keeps its own copy of the config; absolute paths keep that copy valid there.
+    """
+    if config_file is None:
+        return config
+    document = config.model_dump()
+
+    def absolute(value: str | None, local_only: bool = False) -> str | None:
+        if value is None or (local_only and not (_looks_local(value) or resolve_path(config_file, value).exists())):
+            return value
+        return str(resolve_path(config_file, value))
+
+    workspace = document["workspace"]
+    for key in ("dir", "cache_dir", "output_path"):
+        workspace[key] = absolute(workspace[key])
+    for concept in document["concepts"]:
+        concept["path"] = absolute(concept["path"])
+        concept["prompts_file"] = absolute(concept["prompts_file"])
+    for key in ("base_model", "vae"):
+        document["model"][key] = absolute(document["model"][key], local_only=True)
+    return TrainConfig.model_validate(document)
+
+
 def check_paths(config: TrainConfig, config_file: str | Path | None) -> list[ConfigProblem]:
     """Problems with paths the config names (missing concept folders, prompt files, local models)."""
     file = str(config_file) if config_file else ""
