@@ -80,6 +80,28 @@ def cmd_config_docs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_buckets(args: argparse.Namespace) -> int:
+    """Print the bucket table of a config (or its JSON); exit 2 on config or dataset errors."""
+    import json
+
+    from tui_trainer.config import ConfigError, load_config
+    from tui_trainer.data import build_report, format_report
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        _print_problems(error.problems)
+        return EXIT_USAGE
+    report = build_report(config, args.config)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        sys.stdout.write(format_report(report))
+    for message in report.errors:
+        print(f"error: {args.config}: {message}", file=sys.stderr)
+    return EXIT_USAGE if report.errors else EXIT_OK
+
+
 def not_yet_available(name: str) -> Callable[[argparse.Namespace], int]:
     """A handler for a subcommand whose feature has not landed yet."""
 
@@ -138,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     buckets = commands.add_parser("buckets", help="show aspect-ratio buckets for a config")
     buckets.add_argument("config")
-    buckets.set_defaults(handler=not_yet_available("buckets"))
+    buckets.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    buckets.set_defaults(handler=cmd_buckets)
 
     demo = commands.add_parser("demo", help="build and open the demo workspace")
     demo.set_defaults(handler=not_yet_available("demo"))

@@ -1,0 +1,27 @@
+"""Datasets: concept scanning, aspect-ratio buckets and the dataset report. Imports neither torch nor textual."""
+
+from tui_trainer.data.buckets import FAMILY_BUCKET_STEP, bucket_grids, bucket_sizes
+from tui_trainer.data.report import (
+    BucketReport,
+    DatasetReport,
+    ImageItem,
+    build_report,
+    format_report,
+    plan_epoch,
+)
+from tui_trainer.data.scan import IMAGE_EXTENSIONS, MASK_SUFFIX, SkippedFile
+
+__all__ = [
+    "FAMILY_BUCKET_STEP",
+    "IMAGE_EXTENSIONS",
+    "MASK_SUFFIX",
+    "BucketReport",
+    "DatasetReport",
+    "ImageItem",
+    "SkippedFile",
+    "bucket_grids",
+    "bucket_sizes",
+    "build_report",
+    "format_report",
+    "plan_epoch",
+]
