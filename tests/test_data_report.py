@@ -61,9 +61,9 @@ def test_bucket_below_batch_size(tmp_path: Path):
     assert "bucket 48x80: never trained: 1 image < batch 4" in drop.warnings
     repeat = build_report(*make_config(tmp_path, concepts, batch_size=4))
     assert table(repeat) == [
-        (48, 80, 1, 1, 0, 3, ["1 image < batch 4: 3 repeats fill its batch"]),
+        (48, 80, 1, 1, 0, 3, ["1 image < batch 4: filled by 3 repeats"]),
         (64, 64, 4, 1, 0, 0, []),
-        (80, 48, 2, 1, 0, 2, ["2 images < batch 4: 2 repeats fill its batch"]),
+        (80, 48, 2, 1, 0, 2, ["2 images < batch 4: filled by 2 repeats"]),
     ]
     lonely = [batch for batch in plan_epoch(repeat, 0, 1, 4, RemainderPolicy.REPEAT) if batch[0].bucket == (48, 80)]
     assert len(lonely) == 1 and len(lonely[0]) == 4 and len({item.path for item in lonely[0]}) == 1

@@ -170,7 +170,7 @@ def _items(images: list[ScannedImage], concept_index: int, repeats: float, grids
 
 SMALL_BUCKET_WARNINGS: dict[RemainderPolicy, str] = {
     RemainderPolicy.DROP: "never trained: {images} < batch {batch}",
-    RemainderPolicy.REPEAT: "{images} < batch {batch}: {repeated} fill its batch",
+    RemainderPolicy.REPEAT: "{images} < batch {batch}: filled by {repeated}",
     RemainderPolicy.PARTIAL: "{images} < batch {batch}: trained as one smaller batch",
 }
 """The warning of a bucket with fewer images than one batch, per remainder policy."""

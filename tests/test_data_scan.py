@@ -1,0 +1,184 @@
+"""Concept scanning: which files count, captions, masks, bad files and the scan cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tui_trainer.config.schema import ConceptConfig
+from tui_trainer.data import scan as scan_module
+from tui_trainer.data.scan import ScanCache, scan_concept
+from tui_trainer.devkit.datasets import BROKEN_KINDS, make_dataset
+
+NOBODY = 65534
+
+
+def scan(folder: Path, cache_dir: Path | None = None, **concept):
+    config = ConceptConfig(name="c", path=str(folder), **concept)
+    return scan_concept(config, folder, ScanCache.for_folder(cache_dir, str(folder)))
+
+
+def save(path: Path, size: tuple[int, int] = (64, 64), image_format: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (200, 10, 10)).save(path, format=image_format)
+    return path
+
+
+def test_extensions_are_case_insensitive_and_other_files_ignored(tmp_path: Path):
+    save(tmp_path / "a.JPG", image_format="JPEG")
+    save(tmp_path / "b.Png", image_format="PNG")
+    save(tmp_path / "c.webp", (96, 64))
+    save(tmp_path / "d.bmp", (64, 96))
+    save(tmp_path / "e.jpeg", image_format="JPEG")
+    save(tmp_path / "f.gif", image_format="GIF")
+    (tmp_path / "notes.md").write_text("not an image")
+    result = scan(tmp_path, caption_source="filename")
+    found = [(Path(image.path).name, image.width, image.height, image.captions) for image in result.images]
+    assert found == [
+        ("a.JPG", 64, 64, ("a",)), ("b.Png", 64, 64, ("b",)), ("c.webp", 96, 64, ("c",)),
+        ("d.bmp", 64, 96, ("d",)), ("e.jpeg", 64, 64, ("e",)),
+    ]
+    assert result.skipped == [] and result.errors == [] and result.warnings == []
+
+
+def test_subfolders_only_when_include_subdirs(tmp_path: Path):
+    save(tmp_path / "top.png")
+    save(tmp_path / "sub" / "deep" / "low.png")
+    save(tmp_path / ".hidden" / "secret.png")
+    flat = scan(tmp_path, caption_source="filename")
+    deep = scan(tmp_path, caption_source="filename", include_subdirs=True)
+    assert [Path(image.path).name for image in flat.images] == ["top.png"]
+    assert sorted(Path(image.path).name for image in deep.images) == ["low.png", "top.png"]
+
+
+def test_masks_are_recorded_not_counted_and_captions_read(tmp_path: Path):
+    make_dataset(tmp_path, [(64, 64, 2)], masks=True)
+    (tmp_path / "img_0000_64x64.txt").write_text("  red,\n  dog  \n")
+    save(tmp_path / "stray-masklabel.png")
+    result = scan(tmp_path, caption_prefix="sks, ", caption_suffix=" !")
+    assert [Path(image.path).name for image in result.images] == ["img_0000_64x64.png", "img_0001_64x64.png"]
+    assert result.images[0].mask_path == str(tmp_path / "img_0000_64x64-masklabel.png")
+    assert result.images[0].captions == ("sks, red, dog !",)
+    assert result.warnings == ["concept 'c' (concepts[0]): 1 mask files have no image ('stray-masklabel.png')"]
+
+
+def test_missing_caption_files_are_one_warning(tmp_path: Path):
+    make_dataset(tmp_path, [(64, 64, 4)], captions=False)
+    result = scan(tmp_path, caption_prefix="sks")
+    assert [image.captions for image in result.images] == [("sks",)] * 4
+    assert result.warnings == [
+        "concept 'c' (concepts[0]): 4 images have no .txt caption ('img_0000_64x64.png', 'img_0001_64x64.png', "
+        "'img_0002_64x64.png', ...); they train with only the caption prefix/suffix"
+    ]
+
+
+EXPECTED_REASONS = {
+    "zero_byte": "empty file (0 bytes)",
+    "truncated": "truncated or corrupt PNG: ",
+    "not_an_image": "not an image: content is not PNG, JPEG, WebP or BMP",
+    "decompression_bomb": "20000x20000 = 400000000 pixels is over the decompression-bomb limit of",
+    "unreadable": "permission denied: cannot open for reading",
+    "broken_symlink": "broken symlink: target ",
+}
+
+
+@pytest.fixture(scope="module")
+def bad_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four good images beside one file of every bad kind, in a folder any user may read."""
+    folder = Path(tempfile.mkdtemp(prefix="tt-bad-"))
+    make_dataset(folder, [(64, 64, 3), (96, 64, 1)], broken=BROKEN_KINDS)
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def skipped_by_kind(skipped) -> dict[str, str]:
+    return {Path(item.path).stem.removeprefix("broken_"): item.reason for item in skipped}
+
+
+def test_bad_files_are_listed_with_reasons_and_good_ones_counted(bad_dataset: Path):
+    result = scan(bad_dataset)
+    reasons = skipped_by_kind(result.skipped)
+    readable_by_me = os.access(bad_dataset / "broken_unreadable.png", os.R_OK)
+    expected_kinds = set(BROKEN_KINDS) - ({"unreadable"} if readable_by_me else set())
+    assert set(reasons) == expected_kinds, "as root, mode 000 is still readable, so that file is a good image"
+    for kind in expected_kinds:
+        assert reasons[kind].startswith(EXPECTED_REASONS[kind]), (kind, reasons[kind])
+    assert len(result.images) == 4 + readable_by_me
+    assert result.errors == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or os.geteuid() != 0, reason="needs root to become another user")
+def test_unreadable_file_as_an_ordinary_user(bad_dataset: Path):
+    """Root reads mode-000 files, so scan in a forked child that has become user nobody."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            result = scan(bad_dataset)
+            payload = {"skipped": skipped_by_kind(result.skipped), "images": len(result.images)}
+            os.write(write_end, json.dumps(payload).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = json.loads(pipe.read() or b"{}")
+    os.waitpid(pid, 0)
+    assert payload["skipped"]["unreadable"] == EXPECTED_REASONS["unreadable"]
+    assert set(payload["skipped"]) == set(BROKEN_KINDS) and payload["images"] == 4
+
+
+def test_truncated_jpeg_and_a_jpeg_with_trailing_data(tmp_path: Path):
+    whole = save(tmp_path / "whole.jpg", (64, 64), "JPEG").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "trailer.jpg").write_bytes(whole + b"MOTION-PHOTO-TRAILER" * 10)
+    result = scan(tmp_path, caption_source="filename")
+    assert sorted(Path(image.path).name for image in result.images) == ["trailer.jpg", "whole.jpg"]
+    assert [Path(item.path).name for item in result.skipped] == ["cut.jpg"]
+    assert result.skipped[0].reason.startswith("truncated or corrupt JPEG: ")
+
+
+def test_cache_skips_unchanged_files_and_rereads_changed_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    folder = make_dataset(tmp_path / "ds", [(64, 64, 3)], broken=["zero_byte"])
+    cache_dir = tmp_path / "cache"
+    reads: list[str] = []
+    real = scan_module.read_image_facts
+    monkeypatch.setattr(scan_module, "read_image_facts", lambda path, size: reads.append(Path(path).name) or real(path, size))
+    first = scan(folder, cache_dir)
+    assert len(reads) == 4 and len(list((cache_dir / "scan").glob("*.marshal"))) == 1
+    reads.clear()
+    second = scan(folder, cache_dir)
+    assert reads == [] and second.images == first.images and second.skipped == first.skipped
+    ScanCache._loaded.clear()
+    assert scan(folder, cache_dir).images == first.images and reads == [], "the cache file is read back from disk"
+    save(folder / "img_0001_64x64.png", (96, 64))
+    (folder / "img_0002_64x64.txt").write_text("new caption")
+    third = scan(folder, cache_dir)
+    assert reads == ["img_0001_64x64.png"]
+    assert (third.images[1].width, third.images[1].height) == (96, 64)
+    assert third.images[2].captions == ("new caption",)
+
+
+def test_no_cache_dir_writes_nothing(tmp_path: Path):
+    folder = make_dataset(tmp_path / "ds", [(64, 64, 1)])
+    scan(folder, None)
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["ds", "img_0000_64x64.png", "img_0000_64x64.txt"]
+
+
+def test_corrupt_cache_file_is_ignored(tmp_path: Path):
+    folder = make_dataset(tmp_path / "ds", [(64, 64, 2)])
+    cache_dir = tmp_path / "cache"
+    expected = scan(folder, cache_dir).images
+    cache_file = next((cache_dir / "scan").glob("*.marshal"))
+    cache_file.write_bytes(b"\x00garbage")
+    ScanCache._loaded.clear()
+    assert scan(folder, cache_dir).images == expected
