@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,13 @@ def save(path: Path, size: tuple[int, int] = (64, 64), image_format: str | None 
     return path
 
 
+def age(folder: Path, seconds: float = 60) -> None:
+    """Make a dataset look settled: files and folders last changed `seconds` ago (see RACY_WINDOW_NS)."""
+    when = time.time() - seconds
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (when, when), follow_symlinks=False)
+
+
 def test_extensions_are_case_insensitive_and_other_files_ignored(tmp_path: Path):
     save(tmp_path / "a.JPG", image_format="JPEG")
     save(tmp_path / "b.Png", image_format="PNG")
@@ -39,7 +47,7 @@ def test_extensions_are_case_insensitive_and_other_files_ignored(tmp_path: Path)
     save(tmp_path / "f.gif", image_format="GIF")
     (tmp_path / "notes.md").write_text("not an image")
     result = scan(tmp_path, caption_source="filename")
-    found = [(Path(image.path).name, image.width, image.height, image.captions) for image in result.images]
+    found = [(image.path.name, image.width, image.height, image.captions) for image in result.images]
     assert found == [
         ("a.JPG", 64, 64, ("a",)), ("b.Png", 64, 64, ("b",)), ("c.webp", 96, 64, ("c",)),
         ("d.bmp", 64, 96, ("d",)), ("e.jpeg", 64, 64, ("e",)),
@@ -53,8 +61,8 @@ def test_subfolders_only_when_include_subdirs(tmp_path: Path):
     save(tmp_path / ".hidden" / "secret.png")
     flat = scan(tmp_path, caption_source="filename")
     deep = scan(tmp_path, caption_source="filename", include_subdirs=True)
-    assert [Path(image.path).name for image in flat.images] == ["top.png"]
-    assert sorted(Path(image.path).name for image in deep.images) == ["low.png", "top.png"]
+    assert [image.path.name for image in flat.images] == ["top.png"]
+    assert sorted(image.path.name for image in deep.images) == ["low.png", "top.png"]
 
 
 def test_masks_are_recorded_not_counted_and_captions_read(tmp_path: Path):
@@ -62,8 +70,8 @@ def test_masks_are_recorded_not_counted_and_captions_read(tmp_path: Path):
     (tmp_path / "img_0000_64x64.txt").write_text("  red,\n  dog  \n")
     save(tmp_path / "stray-masklabel.png")
     result = scan(tmp_path, caption_prefix="sks, ", caption_suffix=" !")
-    assert [Path(image.path).name for image in result.images] == ["img_0000_64x64.png", "img_0001_64x64.png"]
-    assert result.images[0].mask_path == str(tmp_path / "img_0000_64x64-masklabel.png")
+    assert [image.path.name for image in result.images] == ["img_0000_64x64.png", "img_0001_64x64.png"]
+    assert result.images[0].mask_path == tmp_path / "img_0000_64x64-masklabel.png"
     assert result.images[0].captions == ("sks, red, dog !",)
     assert result.warnings == ["concept 'c' (concepts[0]): 1 mask files have no image ('stray-masklabel.png')"]
 
@@ -142,13 +150,14 @@ def test_truncated_jpeg_and_a_jpeg_with_trailing_data(tmp_path: Path):
     (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "trailer.jpg").write_bytes(whole + b"MOTION-PHOTO-TRAILER" * 10)
     result = scan(tmp_path, caption_source="filename")
-    assert sorted(Path(image.path).name for image in result.images) == ["trailer.jpg", "whole.jpg"]
+    assert sorted(image.path.name for image in result.images) == ["trailer.jpg", "whole.jpg"]
     assert [Path(item.path).name for item in result.skipped] == ["cut.jpg"]
     assert result.skipped[0].reason.startswith("truncated or corrupt JPEG: ")
 
 
 def test_cache_skips_unchanged_files_and_rereads_changed_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     folder = make_dataset(tmp_path / "ds", [(64, 64, 3)], broken=["zero_byte"])
+    age(folder)
     cache_dir = tmp_path / "cache"
     reads: list[str] = []
     real = scan_module.read_image_facts
@@ -156,16 +165,34 @@ def test_cache_skips_unchanged_files_and_rereads_changed_ones(tmp_path: Path, mo
     first = scan(folder, cache_dir)
     assert len(reads) == 4 and len(list((cache_dir / "scan").glob("*.marshal"))) == 1
     reads.clear()
-    second = scan(folder, cache_dir)
-    assert reads == [] and second.images == first.images and second.skipped == first.skipped
+    assert scan(folder, cache_dir) is first, "an unchanged folder gives the remembered result"
     ScanCache._loaded.clear()
-    assert scan(folder, cache_dir).images == first.images and reads == [], "the cache file is read back from disk"
+    ScanCache._memos.clear()
+    second = scan(folder, cache_dir)
+    assert reads == [] and second.images == first.images and second.skipped == first.skipped, "read back from disk"
     save(folder / "img_0001_64x64.png", (96, 64))
     (folder / "img_0002_64x64.txt").write_text("new caption")
     third = scan(folder, cache_dir)
     assert reads == ["img_0001_64x64.png"]
     assert (third.images[1].width, third.images[1].height) == (96, 64)
     assert third.images[2].captions == ("new caption",)
+    save(folder / "img_0009_64x64.png")
+    assert [image.path.name for image in scan(folder, cache_dir).images][-1] == "img_0009_64x64.png"
+
+
+def test_recent_changes_are_not_trusted_to_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A file changed within RACY_WINDOW_NS could change again within the same mtime tick: re-read it."""
+    folder = make_dataset(tmp_path / "ds", [(64, 64, 2)])
+    reads: list[str] = []
+    real = scan_module.read_image_facts
+    monkeypatch.setattr(scan_module, "read_image_facts", lambda path, size: reads.append(Path(path).name) or real(path, size))
+    scan(folder, tmp_path / "cache")
+    scan(folder, tmp_path / "cache")
+    assert len(reads) == 4
+    age(folder)
+    scan(folder, tmp_path / "cache")
+    scan(folder, tmp_path / "cache")
+    assert len(reads) == 6
 
 
 def test_no_cache_dir_writes_nothing(tmp_path: Path):
@@ -176,9 +203,11 @@ def test_no_cache_dir_writes_nothing(tmp_path: Path):
 
 def test_corrupt_cache_file_is_ignored(tmp_path: Path):
     folder = make_dataset(tmp_path / "ds", [(64, 64, 2)])
+    age(folder)
     cache_dir = tmp_path / "cache"
     expected = scan(folder, cache_dir).images
     cache_file = next((cache_dir / "scan").glob("*.marshal"))
     cache_file.write_bytes(b"\x00garbage")
     ScanCache._loaded.clear()
+    ScanCache._memos.clear()
     assert scan(folder, cache_dir).images == expected

@@ -160,8 +160,7 @@ def _items(images: list[ScannedImage], concept_index: int, repeats: float, grids
         caption = image.captions[0] if len(image.captions) == 1 else rng.choice(image.captions)
         items.append(
             ImageItem(
-                Path(image.path), image.width, image.height, caption, concept_index,
-                Path(image.mask_path) if image.mask_path else None, bucket,
+                image.path, image.width, image.height, caption, concept_index, image.mask_path, bucket,
                 image.captions if len(image.captions) > 1 else (),
             )
         )

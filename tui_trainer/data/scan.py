@@ -11,9 +11,11 @@ import hashlib
 import marshal
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import imagesize
 
@@ -25,6 +27,7 @@ IMAGE_EXTENSIONS = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".webp"})
 """Image file extensions a scan takes (compared lower-case)."""
 MASK_SUFFIX = "-masklabel.png"
 """`<stem>-masklabel.png` beside an image is that image's mask, not an image."""
+MASK_STEM_SUFFIX = MASK_SUFFIX.removesuffix(".png")
 CAPTION_EXTENSION = ".txt"
 CACHE_FORMAT = 1
 """Bump when the cached facts change meaning; older cache files are then ignored."""
@@ -38,17 +41,16 @@ class SkippedFile:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class ScannedImage:
-    """One usable image of a concept, before repeats."""
+class ScannedImage(NamedTuple):
+    """One usable image of a concept, before repeats (a tuple: a scan makes thousands of these)."""
 
-    path: str
+    path: Path
     width: int
     """Displayed width (after the EXIF orientation)."""
     height: int
     captions: tuple[str, ...]
     """Its caption with prefix and suffix; several for caption_source = prompts_file (one is picked per copy)."""
-    mask_path: str | None
+    mask_path: Path | None
 
 
 @dataclass
@@ -106,30 +108,34 @@ def _decode_error(path: str) -> str:
     return ""
 
 
+def _head_and_tail(path: str, size: int) -> tuple[bytes, bytes]:
+    """The first and last 16 bytes of a file (os-level reads: this runs once per image on a cold scan)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, 16, 0), os.pread(fd, 16, max(0, size - 16))
+    finally:
+        os.close(fd)
+
+
 def read_image_facts(path: str, size: int) -> tuple[int, int, str]:
     """(width, height, '') of an image from its header, or (0, 0, reason) when it cannot be used."""
     if size == 0:
         return 0, 0, "empty file (0 bytes)"
     try:
-        handle = open(path, "rb")
+        head, tail = _head_and_tail(path, size)
     except PermissionError:
         return 0, 0, "permission denied: cannot open for reading"
     except OSError as error:
-        return 0, 0, f"cannot open: {error.strerror or error}"
-    with handle:
-        head = handle.read(16)
-        image_format = next((candidate for candidate in IMAGE_FORMATS if candidate.matches(head)), None)
-        if image_format is None:
-            return 0, 0, f"not an image: content is not {FORMAT_NAMES}"
-        handle.seek(0)
-        try:
-            info = imagesize.get_info(handle, dpi=False, colors=False, channels=False)
-        except Exception as error:  # imagesize raises several types on malformed headers
-            return 0, 0, f"corrupt {image_format.name} header: {error}"
-        if info.width <= 0 or info.height <= 0:
-            return 0, 0, f"truncated or corrupt {image_format.name}: no size in the header"
-        handle.seek(max(0, size - 16))
-        tail = handle.read(16)
+        return 0, 0, f"cannot read: {error.strerror or error}"
+    image_format = next((candidate for candidate in IMAGE_FORMATS if candidate.matches(head)), None)
+    if image_format is None:
+        return 0, 0, f"not an image: content is not {FORMAT_NAMES}"
+    try:
+        info = imagesize.get_info(path, dpi=False, colors=False, channels=False)
+    except Exception as error:  # imagesize raises several types on malformed headers
+        return 0, 0, f"corrupt {image_format.name} header: {error}"
+    if info.width <= 0 or info.height <= 0:
+        return 0, 0, f"truncated or corrupt {image_format.name}: no size in the header"
     limit = _pixel_limit()
     if limit and info.width * info.height > limit:
         return 0, 0, (
@@ -143,26 +149,122 @@ def read_image_facts(path: str, size: int) -> tuple[int, int, str]:
     return info.width, info.height, ""
 
 
+class Listing(NamedTuple):
+    """One directory's entries by role, sorted by name (hidden names, starting with '.', are left out)."""
+
+    images: tuple[str, ...]
+    stems: tuple[str, ...]
+    """The stem of each image name."""
+    masks: dict[str, str]
+    """Image stem -> its mask file name."""
+    captions: dict[str, str]
+    """Stem -> caption file name."""
+    subdirs: tuple[str, ...]
+    orphan_masks: tuple[str, ...]
+    """Mask files with no image of the same stem."""
+
+
+def read_listing(path: str) -> Listing:
+    """Split one directory's names into images, masks, captions and sub-folders."""
+    images: list[str] = []
+    stems: list[str] = []
+    masks: dict[str, str] = {}
+    captions: dict[str, str] = {}
+    subdirs: list[str] = []
+    with os.scandir(path) as entries:
+        named = sorted((entry.name, entry) for entry in entries if not entry.name.startswith("."))
+    for name, entry in named:
+        stem, dot, extension = name.rpartition(".")
+        extension = dot + extension.lower()
+        if not dot:
+            if entry.is_dir():
+                subdirs.append(name)
+        elif extension == ".png" and stem.lower().endswith(MASK_STEM_SUFFIX):
+            masks[stem[: -len(MASK_STEM_SUFFIX)]] = name
+        elif extension in IMAGE_EXTENSIONS:
+            images.append(name)
+            stems.append(stem)
+        elif extension == CAPTION_EXTENSION:
+            captions[stem] = name
+        elif entry.is_dir():
+            subdirs.append(name)
+    image_stems = set(stems)
+    orphans = tuple(name for stem, name in masks.items() if stem not in image_stems)
+    kept_masks = {stem: name for stem, name in masks.items() if stem in image_stems}
+    return Listing(tuple(images), tuple(stems), kept_masks, captions, tuple(subdirs), orphans)
+
+
+RACY_WINDOW_NS = 2_000_000_000
+"""A folder's listing is cached only once its mtime is this much older than the listing, since a change
+within the same timestamp tick (up to 2 s on FAT) would leave the mtime unchanged."""
+
+
 class ScanCache:
     """Facts about one folder's files keyed by relative path + size + mtime, kept in the workspace cache dir.
 
-    Stored with marshal: a 10,000-image cache loads in milliseconds (several times faster than JSON), and
-    it is private to this program, so a Python-version change only means one cold rescan.
+    Images map to (size, mtime_ns, width, height, reason), caption files to (size, mtime_ns, text, is UTF-8),
+    directories to (mtime_ns, *Listing): adding, removing or renaming a file changes its folder's mtime.
+    Stored with marshal: a 10,000-image cache loads in milliseconds (several times faster than JSON), and it
+    is private to this program, so a Python-version change only means one cold rescan.
     """
 
-    _loaded: dict[str, tuple[tuple[int, int], dict, dict]] = {}
+    _loaded: dict[str, tuple[tuple[int, int], dict]] = {}
+    _memos: dict[tuple[str, bool], tuple[tuple, list[tuple[str, int, int]], ConceptScan]] = {}
     _lock = threading.Lock()
 
     def __init__(self, file: Path | None, root: str):
         self.file = file
         self.root = root
-        self.old_files: dict[str, tuple] = {}
-        self.old_texts: dict[str, tuple] = {}
-        self.files: dict[str, tuple] = {}
-        self.texts: dict[str, tuple] = {}
+        self.old: dict[str, dict] = self._load(file, root) if file is not None else {}
+        self.new: dict[str, dict] = {"dirs": {}, "files": {}, "texts": {}}
         self.error = ""
-        if file is not None:
-            self.old_files, self.old_texts = self._load(file, root)
+        self.now_ns = time.time_ns()
+        self.checks: list[tuple[str, int, int]] = []
+        """(path, size, mtime_ns) of every folder and file this scan looked at; -1, -1 where stat failed."""
+        self.racy = False
+        """Whether something changed within RACY_WINDOW_NS of this scan, so its result is not memoised."""
+
+    def stat(self, path: str) -> os.stat_result:
+        """os.stat (raising OSError like it), noting the file in `checks` for the memo of this scan's result."""
+        try:
+            result = os.stat(path)
+        except OSError:
+            self.checks.append((path, -1, -1))
+            raise
+        self.checks.append((path, result.st_size, result.st_mtime_ns))
+        return result
+
+    def _settled(self, mtime_ns: int) -> bool:
+        """Whether a file is old enough that a same-size rewrite would show in its mtime."""
+        settled = self.now_ns - mtime_ns >= RACY_WINDOW_NS
+        self.racy |= not settled
+        return settled
+
+    def recall(self, include_subdirs: bool, settings: tuple) -> ConceptScan | None:
+        """The result of the last scan of this folder with these settings, if no file it looked at changed."""
+        if self.file is None:
+            return None
+        with self._lock:
+            memo = self._memos.get((str(self.file), include_subdirs))
+        if memo is None or memo[0] != settings:
+            return None
+        stat = os.stat
+        for path, size, mtime_ns in memo[1]:
+            try:
+                now = stat(path)
+            except OSError:
+                if size == -1:
+                    continue
+                return None
+            if now.st_size != size or now.st_mtime_ns != mtime_ns:
+                return None
+        return memo[2]
+
+    def remember(self, include_subdirs: bool, settings: tuple, result: ConceptScan) -> None:
+        """Memoise a scan result in memory (only when nothing was racy and the cache file was written)."""
+        if self.file is not None and not self.racy and not self.error:
+            with self._lock:
+                self._memos[(str(self.file), include_subdirs)] = (settings, self.checks, result)
 
     @classmethod
     def for_folder(cls, cache_dir: Path | None, root: str) -> ScanCache:
@@ -173,53 +275,64 @@ class ScanCache:
         return cls(cache_dir / "scan" / f"{name}.marshal", root)
 
     @classmethod
-    def _load(cls, file: Path, root: str) -> tuple[dict, dict]:
+    def _load(cls, file: Path, root: str) -> dict[str, dict]:
         try:
             stat = os.stat(file)
         except OSError:
-            return {}, {}
+            return {}
         key = str(file)
         stamp = (stat.st_size, stat.st_mtime_ns)
         with cls._lock:
             remembered = cls._loaded.get(key)
         if remembered is not None and remembered[0] == stamp:
-            return remembered[1], remembered[2]
+            return remembered[1]
         try:
             document = marshal.loads(file.read_bytes())
             if document["format"] != CACHE_FORMAT or document["root"] != root:
-                return {}, {}
-            files, texts = document["files"], document["texts"]
+                return {}
+            tables = {name: document[name] for name in ("dirs", "files", "texts")}
         except (OSError, EOFError, ValueError, TypeError, KeyError):
-            return {}, {}
+            return {}
         with cls._lock:
-            cls._loaded[key] = (stamp, files, texts)
-        return files, texts
+            cls._loaded[key] = (stamp, tables)
+        return tables
+
+    def listing(self, relative: str, path: str, mtime_ns: int) -> Listing:
+        """A directory's listing: from the cache when its mtime matches, else read (and cached when not racy)."""
+        cached = self.old.get("dirs", {}).get(relative)
+        if cached is None or cached[0] != mtime_ns:
+            cached = (mtime_ns, *read_listing(path))
+        if self._settled(mtime_ns):
+            self.new["dirs"][relative] = cached
+        return Listing(*cached[1:])
 
     def image(self, relative: str, path: str, size: int, mtime_ns: int) -> tuple[int, int, str]:
         """(width, height, reason) of an image file: from the cache when size and mtime match, else read."""
-        cached = self.old_files.get(relative)
+        cached = self.old.get("files", {}).get(relative)
         if cached is None or cached[0] != size or cached[1] != mtime_ns:
             cached = (size, mtime_ns, *read_image_facts(path, size))
-        self.files[relative] = cached
+        if self._settled(mtime_ns):
+            self.new["files"][relative] = cached
         return cached[2], cached[3], cached[4]
 
     def text(self, relative: str, path: str, size: int, mtime_ns: int) -> tuple[str, bool]:
         """(text, was valid UTF-8) of a caption file: from the cache when size and mtime match, else read."""
-        cached = self.old_texts.get(relative)
+        cached = self.old.get("texts", {}).get(relative)
         if cached is None or cached[0] != size or cached[1] != mtime_ns:
-            data = Path(path).read_bytes()
+            data = _read_bytes(path, size)
             try:
                 cached = (size, mtime_ns, data.decode("utf-8"), True)
             except UnicodeDecodeError:
                 cached = (size, mtime_ns, data.decode("utf-8", "replace"), False)
-        self.texts[relative] = cached
+        if self._settled(mtime_ns):
+            self.new["texts"][relative] = cached
         return cached[2], cached[3]
 
     def save(self) -> None:
         """Write the cache (atomically) if this scan saw anything new, changed or gone; failures become self.error."""
-        if self.file is None or (self.files == self.old_files and self.texts == self.old_texts):
+        if self.file is None or self.new == self.old:
             return
-        document = {"format": CACHE_FORMAT, "root": self.root, "files": self.files, "texts": self.texts}
+        document = {"format": CACHE_FORMAT, "root": self.root, **self.new}
         try:
             atomic_write_bytes(self.file, marshal.dumps(document))
             stat = os.stat(self.file)
@@ -227,59 +340,36 @@ class ScanCache:
             self.error = f"scan cache {str(self.file)!r} not written: {error.strerror or error}"
             return
         with self._lock:
-            self._loaded[str(self.file)] = ((stat.st_size, stat.st_mtime_ns), self.files, self.texts)
+            self._loaded[str(self.file)] = ((stat.st_size, stat.st_mtime_ns), self.new)
 
 
-@dataclass
-class _Folder:
-    """The files of one directory, sorted by name, split into images, masks and captions by stem."""
-
-    images: list[os.DirEntry] = field(default_factory=list)
-    masks: dict[str, os.DirEntry] = field(default_factory=dict)
-    captions: dict[str, os.DirEntry] = field(default_factory=dict)
-    subdirs: list[str] = field(default_factory=list)
+def _read_bytes(path: str, size: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, size + 1)
+    finally:
+        os.close(fd)
 
 
-def _read_folder(path: str) -> _Folder:
-    folder = _Folder()
-    with os.scandir(path) as entries:
-        for entry in sorted(entries, key=lambda item: item.name):
-            name = entry.name
-            if name.startswith("."):
-                continue
-            stem, extension = os.path.splitext(name)
-            extension = extension.lower()
-            if name.lower().endswith(MASK_SUFFIX):
-                folder.masks[name[: -len(MASK_SUFFIX)]] = entry
-            elif extension in IMAGE_EXTENSIONS:
-                folder.images.append(entry)
-            elif extension == CAPTION_EXTENSION:
-                folder.captions[stem] = entry
-            elif entry.is_dir():
-                folder.subdirs.append(entry.path)
-    return folder
-
-
-def _walk(root: str, recursive: bool) -> Iterator[tuple[str, _Folder]]:
-    """(relative dir prefix, folder) for `root` and, when recursive, every sub-folder once (symlink loops cut)."""
+def _walk(root: str, recursive: bool, cache: ScanCache) -> Iterator[tuple[str, str, Listing]]:
+    """(directory, relative prefix, listing) of `root` and, when recursive, of every sub-folder once."""
     seen: set[tuple[int, int]] = set()
-    pending = [root]
+    pending = [(root, "")]
     while pending:
-        path = pending.pop()
-        stat = os.stat(path)
+        path, prefix = pending.pop()
+        stat = cache.stat(path)
         if (stat.st_dev, stat.st_ino) in seen:
             continue
         seen.add((stat.st_dev, stat.st_ino))
-        folder = _read_folder(path)
-        prefix = "" if path == root else os.path.relpath(path, root) + os.sep
-        yield prefix, folder
+        listing = cache.listing(prefix, path, stat.st_mtime_ns)
+        yield path, prefix, listing
         if recursive:
-            pending.extend(reversed(folder.subdirs))
+            pending += [(os.path.join(path, name), f"{prefix}{name}{os.sep}") for name in reversed(listing.subdirs)]
 
 
-def _stat_error(entry: os.DirEntry, error: OSError) -> str:
-    if entry.is_symlink() and isinstance(error, FileNotFoundError):
-        return f"broken symlink: target {os.readlink(entry.path)!r} does not exist"
+def _stat_error(path: str, error: OSError) -> str:
+    if isinstance(error, FileNotFoundError) and os.path.islink(path):
+        return f"broken symlink: target {os.readlink(path)!r} does not exist"
     return f"cannot read file information: {error.strerror or error}"
 
 
@@ -323,32 +413,43 @@ def scan_concept(
             result.errors.append(f"{label}: {error}")
             return result
 
+    settings = (concept.caption_source, concept.caption_prefix, concept.caption_suffix, prompts, label)
+    remembered = cache.recall(concept.include_subdirs, settings)
+    if remembered is not None:
+        return remembered
+    _scan_files(result, concept, root, cache, prompts, label)
+    cache.remember(concept.include_subdirs, settings, result)
+    return result
+
+
+def _scan_files(result: ConceptScan, concept: ConceptConfig, root: str, cache: ScanCache, prompts: tuple[str, ...], label: str) -> None:
     uncaptioned: list[str] = []
     not_utf8: list[str] = []
     orphan_masks: list[str] = []
-    for prefix, listing in _walk(root, concept.include_subdirs):
-        image_stems = set()
-        for entry in listing.images:
-            stem = os.path.splitext(entry.name)[0]
-            image_stems.add(stem)
-            relative = prefix + entry.name
+    from_filename = concept.caption_source is CaptionSource.FILENAME
+    for directory, prefix, listing in _walk(root, concept.include_subdirs, cache):
+        directory += os.sep
+        for name, stem in zip(listing.images, listing.stems):
+            path = directory + name
             try:
-                stat = entry.stat()
+                stat = cache.stat(path)
             except OSError as error:
-                result.skipped.append(SkippedFile(entry.path, _stat_error(entry, error)))
+                result.skipped.append(SkippedFile(path, _stat_error(path, error)))
                 continue
-            width, height, reason = cache.image(relative, entry.path, stat.st_size, stat.st_mtime_ns)
+            width, height, reason = cache.image(prefix + name, path, stat.st_size, stat.st_mtime_ns)
             if reason:
-                result.skipped.append(SkippedFile(entry.path, reason))
+                result.skipped.append(SkippedFile(path, reason))
                 continue
             if prompts:
                 captions = prompts
+            elif from_filename:
+                captions = (_caption(concept, stem),)
             else:
-                text = _caption_text(concept, stem, prefix, listing, cache, relative, uncaptioned, not_utf8)
+                text = _caption_text(directory, prefix, listing.captions.get(stem), cache, uncaptioned, not_utf8, name)
                 captions = (_caption(concept, text),)
             mask = listing.masks.get(stem)
-            result.images.append(ScannedImage(entry.path, width, height, captions, mask.path if mask else None))
-        orphan_masks += [prefix + entry.name for stem, entry in listing.masks.items() if stem not in image_stems]
+            result.images.append(ScannedImage(Path(path), width, height, captions, Path(directory + mask) if mask else None))
+        orphan_masks += [prefix + name for name in listing.orphan_masks]
 
     cache.save()
     _add_warnings(result, label, uncaptioned, not_utf8, orphan_masks, cache.error)
@@ -356,27 +457,24 @@ def scan_concept(
         extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
         bad = f" ({len(result.skipped)} bad files skipped)" if result.skipped else ""
         result.errors.append(f"{label}: folder {root!r} has no usable images{bad}; allowed extensions: {extensions}")
-    return result
 
 
 def _caption_text(
-    concept: ConceptConfig, stem: str, prefix: str, listing: _Folder, cache: ScanCache,
-    relative: str, uncaptioned: list[str], not_utf8: list[str],
+    directory: str, prefix: str, caption_name: str | None, cache: ScanCache, uncaptioned: list[str], not_utf8: list[str], image_name: str
 ) -> str:
-    if concept.caption_source is CaptionSource.FILENAME:
-        return stem
-    entry = listing.captions.get(stem)
-    if entry is None:
-        uncaptioned.append(relative)
+    """The text of an image's caption file ('' and noted in `uncaptioned` when there is none)."""
+    if caption_name is None:
+        uncaptioned.append(prefix + image_name)
         return ""
+    path = directory + caption_name
     try:
-        stat = entry.stat()
-        text, valid = cache.text(prefix + entry.name, entry.path, stat.st_size, stat.st_mtime_ns)
+        stat = cache.stat(path)
+        text, valid = cache.text(prefix + caption_name, path, stat.st_size, stat.st_mtime_ns)
     except OSError:
-        uncaptioned.append(relative)
+        uncaptioned.append(prefix + image_name)
         return ""
     if not valid:
-        not_utf8.append(prefix + entry.name)
+        not_utf8.append(prefix + caption_name)
     return text
 
 
