@@ -19,6 +19,14 @@ def _print_problems(problems: list) -> None:
         print(f"error: {problem}", file=sys.stderr)
 
 
+def cmd_tui(args: argparse.Namespace) -> int:
+    """Open the app: the editor for a config file, else the start page (recent files or the wizard)."""
+    from tui_trainer.tui.app import TrainerApp
+
+    TrainerApp(args.config).run()
+    return EXIT_OK
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     """List the shipped presets."""
     from tui_trainer.config import load_preset, preset_names
@@ -102,6 +110,20 @@ def cmd_buckets(args: argparse.Namespace) -> int:
     return EXIT_USAGE if report.errors else EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train in the foreground, writing a new run folder; exit 0 when the model is saved, 1 on a training error."""
+    from tui_trainer.config import ConfigError
+    from tui_trainer.train.entry import train_file
+
+    try:
+        code, run = train_file(args.config, console=sys.stdout)
+    except ConfigError as error:
+        _print_problems(error.problems)
+        return EXIT_USAGE
+    print(f"run folder: {run.path}")
+    return EXIT_OK if code == 0 else EXIT_ERROR
+
+
 def not_yet_available(name: str) -> Callable[[argparse.Namespace], int]:
     """A handler for a subcommand whose feature has not landed yet."""
 
@@ -120,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tui = commands.add_parser("tui", help="open the app (default)")
     tui.add_argument("config", nargs="?", help="config file to open")
-    tui.set_defaults(handler=not_yet_available("tui"))
+    tui.set_defaults(handler=cmd_tui)
 
     presets = commands.add_parser("presets", help="list presets")
     presets.set_defaults(handler=cmd_presets)
@@ -141,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train from a config file")
     train.add_argument("config")
-    train.set_defaults(handler=not_yet_available("train"))
+    train.set_defaults(handler=cmd_train)
 
     resume = commands.add_parser("resume", help="resume a run from its last backup")
     resume.add_argument("run_dir")

@@ -1,0 +1,164 @@
+"""The data pipeline: one epoch's planned micro-batches -> augmented pixels (or cached latents) and captions.
+
+All randomness is derived from (seed, epoch, batch index, item index), never from a running RNG, so any
+batch of any epoch can be rebuilt exactly (workers in any order, or a resumed run).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from tui_trainer.config.schema import ConceptConfig
+
+BACKGROUND = (255, 255, 255)
+"""Colour transparent pixels are composited on."""
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Where an image is cropped after resizing to cover its bucket, and whether it is flipped."""
+
+    left: int
+    top: int
+    flip: bool
+
+
+def item_rng(seed: int, epoch: int, batch: int, index: int) -> random.Random:
+    """The RNG of one item of one batch of one epoch (string seeds hash the same in every process)."""
+    return random.Random(f"{seed}:{epoch}:{batch}:{index}")
+
+
+def open_rgb(path: str | Path, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """Open an image upright (EXIF orientation applied) as RGB, transparency composited on `background`."""
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened)
+        image.load()
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    return image.convert("RGB")
+
+
+def cover_size(size: tuple[int, int], bucket: tuple[int, int]) -> tuple[int, int]:
+    """Smallest size with the image's aspect that covers the bucket."""
+    scale = max(bucket[0] / size[0], bucket[1] / size[1])
+    return max(bucket[0], math.ceil(size[0] * scale - 1e-6)), max(bucket[1], math.ceil(size[1] * scale - 1e-6))
+
+
+def choose_crop(size: tuple[int, int], bucket: tuple[int, int], jitter: float, rng: random.Random) -> tuple[int, int]:
+    """Crop offset: centred, moved by up to `jitter` of the spare pixels either way."""
+    covered = cover_size(size, bucket)
+    offsets = []
+    for axis in range(2):
+        spare = covered[axis] - bucket[axis]
+        offsets.append(min(spare, max(0, round(spare / 2 + jitter * (rng.random() - 0.5) * spare))))
+    return offsets[0], offsets[1]
+
+
+def transform(image: Image.Image, bucket: tuple[int, int], augment: Augment, resample: int = Image.Resampling.LANCZOS) -> Image.Image:
+    """Resize to cover the bucket, crop, flip."""
+    covered = cover_size(image.size, bucket)
+    image = image.resize(covered, resample)
+    image = image.crop((augment.left, augment.top, augment.left + bucket[0], augment.top + bucket[1]))
+    return ImageOps.mirror(image) if augment.flip else image
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB image -> CHW float tensor in [-1, 1]."""
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def mask_tensor(path: str | Path, bucket: tuple[int, int], augment: Augment) -> torch.Tensor:
+    """A -masklabel image resized, cropped and flipped like its image -> 1HW tensor in [0, 1]."""
+    with Image.open(path) as opened:
+        mask = ImageOps.exif_transpose(opened).convert("L")
+    mask = transform(mask, bucket, augment, Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None]
+
+
+def process_caption(item: Any, concept: ConceptConfig, rng: random.Random) -> str:
+    """An item's caption for one step: a prompts-file pick, caption dropout, then the kept leading tags
+    followed by the others with tag dropout and shuffling (the report's captions already carry prefix/suffix)."""
+    caption = rng.choice(item.caption_choices) if item.caption_choices else item.caption
+    if concept.caption_dropout and rng.random() < concept.caption_dropout:
+        return ""
+    if not (concept.tag_dropout or concept.shuffle_tags):
+        return caption
+    tags = [tag.strip() for tag in caption.split(",") if tag.strip()]
+    kept, rest = tags[: concept.keep_tokens], tags[concept.keep_tokens :]
+    if concept.tag_dropout:
+        rest = [tag for tag in rest if rng.random() >= concept.tag_dropout]
+    if concept.shuffle_tags:
+        rng.shuffle(rest)
+    return ", ".join(kept + rest)
+
+
+def fixed_crop_rng(seed: int, path: str | Path) -> random.Random:
+    """The RNG of an image's one crop when latents are cached (a cached latent has one crop per image)."""
+    return random.Random(f"{seed}:crop:{path}")
+
+
+def choose_augment(item: Any, concept: ConceptConfig, rng: random.Random, crop_rng: random.Random | None = None) -> Augment:
+    """Crop and flip of one item; `crop_rng` fixes the crop per image (cached latents)."""
+    flip = bool(concept.flip_probability) and rng.random() < concept.flip_probability
+    left, top = choose_crop((item.width, item.height), item.bucket, concept.crop_jitter, crop_rng or rng)
+    return Augment(left, top, flip)
+
+
+class EpochBatches(torch.utils.data.Dataset):
+    """One epoch's micro-batches in plan order; element i is batch i, loaded and augmented.
+
+    With `latents` (a key -> tensor lookup), pixels are not loaded: each item's cached latent is used.
+    Items that fail to load are left out and reported in "skipped" as (path, reason).
+    """
+
+    def __init__(self, batches: list[list[Any]], epoch: int, seed: int, concepts: list[ConceptConfig],
+                 latents: Any = None, with_masks: bool = False):
+        self.batches = batches
+        self.epoch = epoch
+        self.seed = seed
+        self.concepts = concepts
+        self.latents = latents
+        self.with_masks = with_masks
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        images, captions, masks, paths, skipped = [], [], [], [], []
+        for position, item in enumerate(self.batches[index]):
+            concept = self.concepts[item.concept_index]
+            rng = item_rng(self.seed, self.epoch, index, position)
+            try:
+                if self.latents is not None:
+                    augment = choose_augment(item, concept, rng, fixed_crop_rng(self.seed, item.path))
+                    images.append(self.latents.latent(item, augment))
+                else:
+                    augment = choose_augment(item, concept, rng)
+                    images.append(to_tensor(transform(open_rgb(item.path), item.bucket, augment)))
+                if self.with_masks and item.mask_path:
+                    masks.append(mask_tensor(item.mask_path, item.bucket, augment))
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+                skipped.append((str(item.path), f"{type(error).__name__}: {error}"))
+                continue
+            captions.append(process_caption(item, concept, rng))
+            paths.append(str(item.path))
+        key = "latents" if self.latents is not None else "pixels"
+        return {
+            "index": index,
+            key: torch.stack(images) if images else None,
+            "masks": torch.stack(masks) if masks and len(masks) == len(images) else None,
+            "captions": captions,
+            "paths": paths,
+            "skipped": skipped,
+        }

@@ -1,0 +1,107 @@
+"""The pieces of one training step shared by every method: conditioning, noising, targets and the loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
+
+from tui_trainer.config.enums import Family, LossType
+from tui_trainer.config.schema import TrainingConfig
+from tui_trainer.train.loading import ModelParts
+
+
+def clip_conditioning(model: ModelParts, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+    """SD1 / SD2: the text encoder's last hidden state as the UNet's cross-attention input."""
+    tokenizer = model.tokenizers["tokenizer"]
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    return {"encoder_hidden_states": model.text_encoders["text_encoder"](ids.to(device))[0]}
+
+
+CONDITIONING: dict[Family, Callable[[ModelParts, list[str], torch.device], dict[str, torch.Tensor]]] = {
+    Family.SD15: clip_conditioning,
+    Family.SD2: clip_conditioning,
+}
+"""Captions -> UNet keyword arguments, per family."""
+
+
+def conditioning_for(family: Family) -> Callable[[ModelParts, list[str], torch.device], dict[str, torch.Tensor]]:
+    """The conditioning function of a family (NotImplementedError for families the trainer cannot train yet)."""
+    if family not in CONDITIONING:
+        raise NotImplementedError(f"training family {family.value!r} is not available yet; available: {', '.join(CONDITIONING)}")
+    return CONDITIONING[family]
+
+
+TARGETS: dict[str, Callable[[Any, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "epsilon": lambda scheduler, latents, noise, timesteps: noise,
+    "v_prediction": lambda scheduler, latents, noise, timesteps: scheduler.get_velocity(latents, noise, timesteps),
+    "sample": lambda scheduler, latents, noise, timesteps: latents,
+}
+"""What the denoiser is trained to output, by the scheduler's prediction type."""
+
+LOSSES: dict[LossType, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
+    LossType.MSE: lambda prediction, target, delta: F.mse_loss(prediction, target, reduction="none"),
+    LossType.HUBER: lambda prediction, target, delta: F.huber_loss(prediction, target, reduction="none", delta=delta),
+}
+"""Element-wise losses."""
+
+SNR_WEIGHTS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "epsilon": lambda snr, gamma: torch.clamp(snr, max=gamma) / snr,
+    "v_prediction": lambda snr, gamma: torch.clamp(snr, max=gamma) / (snr + 1),
+    "sample": lambda snr, gamma: torch.clamp(snr, max=gamma),
+}
+"""Min-SNR-gamma loss weights (Hang et al. 2023) per prediction type."""
+
+
+def encode_latents(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels in [-1, 1] -> scaled latents (the distribution's mode: deterministic, as cached)."""
+    with torch.no_grad():
+        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((latents - shift) * vae.config.scaling_factor).float()
+
+
+def add_noise(
+    scheduler: Any, latents: torch.Tensor, training: TrainingConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noise (with offset noise), uniform timesteps and the noised latents, all drawn from `generator`."""
+    batch = latents.shape[0]
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    if training.offset_noise:
+        offset = torch.randn((batch, latents.shape[1], 1, 1), generator=generator, device=latents.device, dtype=latents.dtype)
+        noise = noise + training.offset_noise * offset
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator, device=latents.device)
+    return noise, timesteps, scheduler.add_noise(latents, noise, timesteps)
+
+
+def diffusion_loss(
+    prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, scheduler: Any,
+    prediction_type: str, training: TrainingConfig, weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean loss over the batch: element loss (optionally weighted, e.g. by a mask), per-sample mean, min-SNR weight."""
+    element = LOSSES[training.loss](prediction.float(), target.float(), training.huber_delta)
+    if weights is not None:
+        element = element * weights
+    per_sample = element.mean(dim=tuple(range(1, element.ndim)))
+    if training.min_snr_gamma:
+        snr = compute_snr(scheduler, timesteps)
+        snr_weight = SNR_WEIGHTS[prediction_type](snr, training.min_snr_gamma)
+        per_sample = per_sample * torch.where(snr == 0, torch.ones_like(snr_weight), snr_weight)
+    return per_sample.mean()
+
+
+def denoise_loss(
+    model: ModelParts, latents: torch.Tensor, conditioning: dict[str, torch.Tensor], training: TrainingConfig,
+    generator: torch.Generator, input_dtype: torch.dtype, autocast: Any,
+) -> torch.Tensor:
+    """One forward pass of the denoiser on noised latents and its loss against the prediction-type target."""
+    scheduler = model.noise_scheduler
+    noise, timesteps, noisy = add_noise(scheduler, latents, training, generator)
+    target = TARGETS[model.prediction_type](scheduler, latents, noise, timesteps)
+    cond = {name: value.to(input_dtype) for name, value in conditioning.items()}
+    with autocast():
+        prediction = model.unet(noisy.to(input_dtype), timesteps, **cond, return_dict=False)[0]
+    return diffusion_loss(prediction, target, timesteps, scheduler, model.prediction_type, training)

@@ -1,0 +1,93 @@
+"""LoRA / LoHa / LoKr adapters (peft) on the UNet and, optionally, the text encoders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import peft
+import torch
+from diffusers.training_utils import cast_training_params
+
+from tui_trainer.config.enums import LoraType, OutputFormat
+from tui_trainer.config.schema import LoraConfig, TrainConfig
+from tui_trainer.models.families import family_spec
+from tui_trainer.train import saving
+from tui_trainer.train.loading import ModelParts
+from tui_trainer.train.methods import SavedFile, TrainablePart
+
+ADAPTERS: dict[LoraType, Callable[[LoraConfig, list[str]], peft.PeftConfig]] = {
+    LoraType.LORA: lambda lora, targets: peft.LoraConfig(
+        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets
+    ),
+    LoraType.LOHA: lambda lora, targets: peft.LoHaConfig(
+        r=lora.rank, alpha=lora.alpha, module_dropout=lora.dropout, target_modules=targets
+    ),
+    LoraType.LOKR: lambda lora, targets: peft.LoKrConfig(
+        r=lora.rank, alpha=lora.alpha, module_dropout=lora.dropout, target_modules=targets
+    ),
+}
+"""peft adapter config per adapter kind."""
+
+FORMATS: dict[OutputFormat, frozenset[LoraType]] = {
+    OutputFormat.KOHYA: frozenset(LoraType),
+    OutputFormat.DIFFUSERS: frozenset({LoraType.LORA}),
+}
+"""Adapter kinds each output format can hold (diffusers' LoRA loader reads plain LoRA only)."""
+
+
+def part_configs(config: TrainConfig) -> dict[str, object]:
+    """Training settings of each part that can carry adapters."""
+    return {"unet": config.unet, "text_encoder": config.text_encoder, "text_encoder_2": config.text_encoder_2}
+
+
+def check(config: TrainConfig) -> list[str]:
+    """Problems with a LoRA config, found before loading anything."""
+    problems = []
+    if config.lora.type not in FORMATS.get(config.output_format, frozenset()):
+        problems.append(f"workspace.output_format {config.output_format.value!r} cannot hold {config.lora.type.value}; use 'kohya'")
+    if not any(part.train for part in part_configs(config).values()):
+        problems.append("nothing to train: set unet.train or text_encoder.train to true")
+    return problems
+
+
+def prepare(model: ModelParts, config: TrainConfig) -> list[TrainablePart]:
+    """Add adapters to every part that trains; adapter weights are float32 whatever the base dtype."""
+    targets = family_spec(config.model.family).lora_target_modules[config.lora.targets]
+    parts = []
+    for name, part_config in part_configs(config).items():
+        if not part_config.train or (name != "unet" and name not in model.text_encoders):
+            continue
+        module = model.part(name)
+        adapter = ADAPTERS[config.lora.type](config.lora, list(targets[name]))
+        if name == "unet":
+            module.add_adapter(adapter)
+        else:
+            # transformers' own add_adapter needs a newer peft than the registry has; peft injects directly.
+            peft.inject_adapter_in_model(adapter, module)
+        cast_training_params(module, dtype=torch.float32)
+        params = [param for param in module.parameters() if param.requires_grad]
+        parts.append(TrainablePart(name, module, params, part_config, config.learning_rate_for(part_config)))
+    return parts
+
+
+def adapter_state_dicts(parts: list[TrainablePart], unwrap: Callable = lambda module: module) -> dict[str, dict[str, torch.Tensor]]:
+    """peft state dict (adapter weights only, no adapter name in keys) of each trained part."""
+    return {part.name: peft.get_peft_model_state_dict(unwrap(part.module)) for part in parts}
+
+
+def save(
+    model: ModelParts, parts: list[TrainablePart], config: TrainConfig, folder: Path, stem: str,
+    metadata: dict[str, str], unwrap: Callable = lambda module: module,
+) -> list[SavedFile]:
+    """Write the adapters in the configured format."""
+    state_dicts = adapter_state_dicts(parts, unwrap)
+    fmt = config.output_format
+    if fmt is OutputFormat.KOHYA:
+        path = folder / f"{stem}.safetensors"
+        saving.save_kohya(state_dicts, path, metadata, config.lora, num_text_encoders=len(model.text_encoders))
+    else:
+        path = folder / stem
+        adapter_metadata = {part.name: unwrap(part.module).peft_config["default"].to_dict() for part in parts}
+        saving.save_diffusers_lora(model.pipeline_class, state_dicts, path, adapter_metadata)
+    return [SavedFile(path, fmt.value)]

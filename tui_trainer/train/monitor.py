@@ -1,0 +1,121 @@
+"""Everything a run reports: events.jsonl, status.json, train.log + console, TensorBoard scalars."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, TextIO
+
+from tui_trainer.runs.events import EventWriter
+from tui_trainer.runs.layout import RunDir
+from tui_trainer.runs.status import RunState, write_status
+
+STATUS_INTERVAL_S = 1.0
+"""status.json is rewritten at most this often during steps (always on state changes)."""
+
+
+def format_duration(seconds: float | None) -> str:
+    """H:MM:SS, or '?' when unknown."""
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class StepTimer:
+    """Seconds per optimizer step over a sliding window, and the ETA it implies."""
+
+    def __init__(self, window: int = 20):
+        self.times: deque[float] = deque(maxlen=window + 1)
+
+    def tick(self) -> None:
+        """Mark the end of a step."""
+        self.times.append(time.perf_counter())
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """Mean step time of the window, or None before two ticks."""
+        if len(self.times) < 2:
+            return None
+        return (self.times[-1] - self.times[0]) / (len(self.times) - 1)
+
+
+class RunMonitor:
+    """The trainer's single way to report: one call writes the event, the log line and the status."""
+
+    def __init__(self, run: RunDir, *, console: TextIO | None = None, tracker: Any = None):
+        self.run = run
+        self.events = EventWriter(run)
+        self.log = open(run.log_file, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+        self.console = console
+        self.tracker = tracker
+        self.live = bool(console is not None and console.isatty())
+        self._last_status = 0.0
+        self._progress_shown = False
+
+    def line(self, text: str, *, progress: bool = False) -> None:
+        """A log line: to train.log, and to the console (rewritten in place for progress on a terminal)."""
+        stamped = f"{time.strftime('%H:%M:%S')} {text}"
+        self.log.write(stamped + "\n")
+        self.log.flush()
+        if self.console is None:
+            return
+        if progress and self.live:
+            self.console.write(f"\r{stamped}\x1b[K")
+            self._progress_shown = True
+        else:
+            if self._progress_shown:
+                self.console.write("\n")
+                self._progress_shown = False
+            self.console.write(stamped + "\n")
+        self.console.flush()
+
+    def status(self, state: RunState, **fields: Any) -> None:
+        """Rewrite status.json now."""
+        write_status(self.run, state=state, **fields)
+        self._last_status = time.monotonic()
+
+    def emit(self, type: str, text: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Write an event and, if given, a log line."""
+        event = self.events.emit(type, **fields)
+        if text is not None:
+            self.line(text)
+        return event
+
+    def warning(self, message: str, **fields: Any) -> None:
+        """A `warning` event."""
+        self.emit("warning", f"warning: {message}", message=message, **fields)
+
+    def error(self, message: str, hint: str = "", **fields: Any) -> None:
+        """An `error` event."""
+        self.emit("error", f"error: {message}" + (f"\nhint: {hint}" if hint else ""), message=message, hint=hint, **fields)
+
+    def cache_progress(self, kind: str, done: int, total: int, hits: int) -> None:
+        """A `cache_progress` event (and a progress line)."""
+        self.events.emit("cache_progress", kind=kind, done=done, total=total, hits=hits)
+        self.line(f"caching {kind} {done}/{total} ({hits} reused)", progress=done < total)
+
+    def step(self, event: dict[str, Any], state: RunState = RunState.TRAINING) -> None:
+        """A `step` event, a progress line, TensorBoard scalars and (throttled) status."""
+        self.events.emit("step", **event)
+        lrs = " ".join(f"lr[{name}] {lr:.2e}" for name, lr in event["lr"].items())
+        self.line(
+            f"step {event['step']}/{event['total_steps']} epoch {event['epoch']}/{event['epochs']} "
+            f"loss {event['loss']:.4f} (avg {event['smoothed_loss']:.4f}) {lrs} "
+            f"{event['it_per_s'] or 0:.2f} it/s ETA {format_duration(event['eta_s'])}",
+            progress=True,
+        )
+        if self.tracker is not None:
+            scalars = {"loss": event["loss"], "smoothed_loss": event["smoothed_loss"]}
+            scalars.update({f"lr/{name}": lr for name, lr in event["lr"].items()})
+            self.tracker(scalars, step=event["step"])
+        if time.monotonic() - self._last_status >= STATUS_INTERVAL_S or event["step"] == event["total_steps"]:
+            self.status(state, step=event["step"], epoch=event["epoch"], total_steps=event["total_steps"])
+
+    def close(self) -> None:
+        """Flush and close the files."""
+        if self.console is not None and self._progress_shown:
+            self.console.write("\n")
+            self.console.flush()
+        self.events.close()
+        self.log.close()

@@ -1,0 +1,176 @@
+"""Model output formats: kohya LoRA .safetensors (A1111 / ComfyUI / kohya tools) and diffusers LoRA folders.
+
+Every file is safetensors and written atomically (temp file or temp folder, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers.utils import convert_state_dict_to_kohya
+from safetensors.torch import save as safetensors_bytes
+
+from tui_trainer.atomic import atomic_write_bytes
+from tui_trainer.config.enums import Family, LoraType
+from tui_trainer.config.schema import LoraConfig, TrainConfig
+
+BASE_MODEL_VERSIONS: dict[Family, str] = {
+    Family.SD15: "sd_v1",
+    Family.SD2: "sd_v2",
+    Family.SDXL: "sdxl_base_v1-0",
+    Family.PIXART_ALPHA: "pixart_alpha",
+    Family.STABLE_CASCADE: "stable_cascade",
+}
+"""kohya's ss_base_model_version per family."""
+
+MODELSPEC_ARCHITECTURES: dict[Family, str] = {
+    Family.SD15: "stable-diffusion-v1",
+    Family.SD2: "stable-diffusion-v2-768-v",
+    Family.SDXL: "stable-diffusion-xl-v1-base",
+    Family.PIXART_ALPHA: "pixart-alpha",
+    Family.STABLE_CASCADE: "stable-cascade-v1-prior",
+}
+"""modelspec.architecture (the SAI model spec ComfyUI and A1111 read) per family, before '/lora'."""
+
+KOHYA_TEXT_ENCODER_PREFIXES: dict[int, dict[str, str]] = {
+    1: {"text_encoder": "lora_te"},
+    2: {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"},
+}
+"""kohya key prefix of each text encoder, by how many text encoders the model has."""
+
+PEFT_PREFIXES: dict[str, str] = {"unet": "unet", "text_encoder": "text_encoder.text_model", "text_encoder_2": "text_encoder_2.text_model"}
+"""Module-path prefix per part in the original (kohya / A1111) naming; transformers 5's CLIP state dicts drop
+the `text_model.` level that the original layout has."""
+
+
+def kohya_metadata(config: TrainConfig, config_text: str, **totals: Any) -> dict[str, str]:
+    """ss_* metadata kohya tools, A1111 and ComfyUI read, the SAI model spec keys, and our config."""
+    unet_lr = config.learning_rate_for(config.unet)
+    te_lr = config.learning_rate_for(config.text_encoder)
+    network_module = {LoraType.LORA: "networks.lora"}.get(config.lora.type, "lycoris.kohya")
+    values: dict[str, Any] = {
+        "ss_network_module": network_module,
+        "ss_network_dim": config.lora.rank,
+        "ss_network_alpha": config.lora.alpha,
+        "ss_network_dropout": config.lora.dropout,
+        "ss_network_args": f'{{"algo": "{config.lora.type.value}"}}',
+        "ss_base_model_version": BASE_MODEL_VERSIONS[config.model.family],
+        "ss_sd_model_name": config.model.base_model,
+        "ss_v2": config.model.family is Family.SD2,
+        "ss_resolution": config.training.resolution,
+        "ss_batch_size_per_device": config.training.batch_size,
+        "ss_gradient_accumulation_steps": config.training.gradient_accumulation,
+        "ss_num_epochs": config.training.epochs,
+        "ss_learning_rate": config.optimizer.learning_rate,
+        "ss_unet_lr": unet_lr if config.unet.train else 0,
+        "ss_text_encoder_lr": te_lr if config.text_encoder.train else 0,
+        "ss_optimizer": config.optimizer.name.value,
+        "ss_lr_scheduler": config.scheduler.name.value,
+        "ss_lr_warmup_steps": config.scheduler.warmup,
+        "ss_seed": config.training.seed,
+        "ss_mixed_precision": config.model.train_dtype.value,
+        "ss_min_snr_gamma": config.training.min_snr_gamma or "",
+        "ss_noise_offset": config.training.offset_noise,
+        "ss_gradient_checkpointing": config.training.gradient_checkpointing,
+        "ss_cache_latents": config.training.cache_latents,
+        "ss_output_name": config.save.filename_prefix or config.workspace.run_name,
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": f"{MODELSPEC_ARCHITECTURES[config.model.family]}/lora",
+        "modelspec.implementation": "https://github.com/huggingface/diffusers",
+        "modelspec.title": config.save.filename_prefix or config.workspace.run_name,
+        "modelspec.resolution": config.training.resolution,
+        "tui_trainer_config": config_text,
+    }
+    values.update({f"ss_{key}": value for key, value in totals.items()})
+    return {key: str(value) for key, value in values.items()}
+
+
+def _prefixed(state_dicts: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {f"{PEFT_PREFIXES[part]}.{key}": value for part, sd in state_dicts.items() for key, value in sd.items()}
+
+
+def _lycoris_keys(state_dicts: dict[str, dict[str, torch.Tensor]], prefixes: dict[str, str]) -> dict[str, torch.Tensor]:
+    """LoHa / LoKr in LyCORIS naming (`<prefix>_<module_path_with_underscores>.<param>`); hand-written
+    because diffusers' kohya converter only knows plain LoRA, and peft's LoHa/LoKr parameter names
+    (hada_w1_a, lokr_w1, ...) already are LyCORIS's."""
+    out = {}
+    for part, sd in state_dicts.items():
+        head = prefixes[part]
+        base = PEFT_PREFIXES[part].split(".", 1)[1] + "." if "." in PEFT_PREFIXES[part] else ""
+        for key, value in sd.items():
+            module, param = key.rsplit(".", 1)
+            out[f"{head}_{(base + module).replace('.', '_')}.{param}"] = value
+    return out
+
+
+def kohya_state_dict(
+    state_dicts: dict[str, dict[str, torch.Tensor]], lora: LoraConfig, num_text_encoders: int
+) -> dict[str, torch.Tensor]:
+    """peft adapter state dicts per part -> one kohya state dict with lora_unet_* / lora_te*_ keys and alphas."""
+    prefixes = {"unet": "lora_unet", **KOHYA_TEXT_ENCODER_PREFIXES[max(num_text_encoders, 1)]}
+    if lora.type is LoraType.LORA:
+        converted = convert_state_dict_to_kohya(_prefixed(state_dicts))
+        renames = {"lora_te1_": prefixes["text_encoder"] + "_"} if num_text_encoders == 1 else {}
+        for old, new in renames.items():
+            converted = {key.replace(old, new, 1) if key.startswith(old) else key: value for key, value in converted.items()}
+    else:
+        converted = _lycoris_keys(state_dicts, prefixes)
+        converted.update({f"{key.rsplit('.', 1)[0]}.alpha": torch.tensor(0.0) for key in list(converted)})
+    # diffusers' converter writes alpha = rank (scale 1); ours is lora.alpha.
+    alpha = torch.tensor(float(lora.alpha))
+    return {key: (alpha.clone() if key.endswith(".alpha") else value.detach().to("cpu").contiguous()) for key, value in converted.items()}
+
+
+def save_kohya(
+    state_dicts: dict[str, dict[str, torch.Tensor]], path: Path, metadata: dict[str, str], lora: LoraConfig, num_text_encoders: int
+) -> Path:
+    """Write a kohya-format LoRA file atomically."""
+    tensors = kohya_state_dict(state_dicts, lora, num_text_encoders)
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+    return path
+
+
+def _fsync_tree(folder: Path) -> None:
+    for file in folder.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def write_folder_atomically(target: Path, write: Any) -> Path:
+    """Let `write(tmp_folder)` fill a temp folder beside `target`, fsync it, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        write(tmp)
+        _fsync_tree(tmp)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def save_diffusers_lora(
+    pipeline_class: type, state_dicts: dict[str, dict[str, torch.Tensor]], folder: Path, adapter_metadata: dict[str, dict]
+) -> Path:
+    """Write a diffusers LoRA folder (pytorch_lora_weights.safetensors, peft key names) with the pipeline class's own saver."""
+    layers = {f"{part}_lora_layers": sd for part, sd in state_dicts.items()}
+    metadata = {f"{part}_lora_adapter_metadata": value for part, value in adapter_metadata.items()}
+
+    def write(tmp: Path) -> None:
+        pipeline_class.save_lora_weights(str(tmp), safe_serialization=True, **layers, **metadata)
+
+    return write_folder_atomically(folder, write)
