@@ -1,0 +1,505 @@
+"""Pure VRAM estimator: config (+ GPU) -> bytes per category, per part and per phase, with ranked suggestions.
+
+Fast (well under 1 ms) so the TUI can recompute on every keystroke: the config is read once into a flat
+`Plan`, and every suggestion is the same arithmetic on a changed Plan. The model behind the numbers and
+its calibration points are in docs/vram.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tui_trainer.config.enums import (
+    AttentionBackend,
+    LoraTargets,
+    LoraType,
+    Method,
+    OptimizerName,
+    TrainDtype,
+    WeightDtype,
+)
+from tui_trainer.config.schema import TrainConfig, parse_resolution
+from tui_trainer.estimate.gpu import GpuInfo
+from tui_trainer.models.families import BNB_MIN_8BIT_NUMEL, FamilySpec, PartRole, PartSpec, TensorShape, spec_for_model
+
+GIB = 1024**3
+BREAKDOWN_KEYS = ("weights", "trainable", "gradients", "optimizer", "activations", "caches", "overhead")
+
+WEIGHT_BYTES: dict[WeightDtype, float] = {
+    WeightDtype.FLOAT32: 4.0,
+    WeightDtype.FLOAT16: 2.0,
+    WeightDtype.BFLOAT16: 2.0,
+    WeightDtype.FLOAT8: 1.0,
+    WeightDtype.NF4: 0.5 + 4 / 64,
+}
+"""Bytes per stored weight; nf4 adds bitsandbytes' float32 absmax per 64-weight block."""
+QUANTISED_DTYPES = {WeightDtype.FLOAT8, WeightDtype.NF4}
+"""Dtypes applied to nn.Linear weights only; other weights of the part stay 16-bit."""
+COMPUTE_BYTES: dict[TrainDtype, int] = {TrainDtype.FLOAT32: 4, TrainDtype.TF32: 4, TrainDtype.FLOAT16: 2, TrainDtype.BFLOAT16: 2}
+"""Bytes per activation element."""
+ADAPTER_BYTES = 4
+"""Adapters and embedding vectors train in float32 (the trainer upcasts them)."""
+
+CUDA_CONTEXT_BYTES = 512 * 1024**2
+"""CUDA context, cuBLAS/cuDNN handles and workspaces (assumption, see docs/vram.md)."""
+ALLOCATOR_SLACK = 0.10
+"""Caching-allocator fragmentation, as a fraction of the memory allocated and freed every step."""
+TE_ACTIVATION_ELEMENTS = 1.4
+"""Saved elements per token per (parameter / hidden width) of a trained transformer text encoder."""
+INFERENCE_FRACTION = 0.25
+"""No-grad denoiser forward peak as a fraction of its checkpointed training activations (per sample)."""
+
+
+@dataclass(frozen=True)
+class OptimizerState:
+    """Optimizer state per trained parameter: `slots` tensors like the parameter, 8-bit or factored."""
+
+    slots: int
+    eight_bit: bool = False
+    factored: bool = False
+
+
+OPTIMIZER_STATES: dict[OptimizerName, OptimizerState] = {
+    OptimizerName.ADAMW: OptimizerState(2),
+    OptimizerName.ADAMW8BIT: OptimizerState(2, eight_bit=True),
+    OptimizerName.LION: OptimizerState(1),
+    OptimizerName.LION8BIT: OptimizerState(1, eight_bit=True),
+    OptimizerName.PRODIGY: OptimizerState(4),
+    OptimizerName.ADAFACTOR: OptimizerState(1, factored=True),
+    OptimizerName.SGD: OptimizerState(0),
+    OptimizerName.SCHEDULE_FREE_ADAMW: OptimizerState(2),
+}
+"""State per optimizer (SGD gains one slot with momentum). Prodigy: exp_avg, exp_avg_sq, s, p0."""
+EIGHT_BIT_BYTES = 1 + 4 / 256
+"""bitsandbytes blockwise 8-bit state: one byte plus a float32 absmax per 256 elements."""
+
+
+@dataclass(frozen=True)
+class Trainable:
+    """Aggregate of trained tensors: what gradient and optimizer bytes depend on."""
+
+    params: int = 0
+    small_params: int = 0
+    """Elements in tensors under BNB_MIN_8BIT_NUMEL (8-bit optimizers keep them at 32 bits)."""
+    factored_elements: int = 0
+    """Adafactor second-moment elements."""
+    element_bytes: float = ADAPTER_BYTES
+
+    @classmethod
+    def from_tensors(cls, tensors: tuple[TensorShape, ...], element_bytes: float = ADAPTER_BYTES) -> Trainable:
+        """Aggregate a list of 2-D tensors."""
+        return cls(
+            params=sum(t.numel for t in tensors),
+            small_params=sum(t.numel for t in tensors if t.rows * t.cols < BNB_MIN_8BIT_NUMEL),
+            factored_elements=sum((t.rows + t.cols) * t.count for t in tensors),
+            element_bytes=element_bytes,
+        )
+
+    @classmethod
+    def from_part(cls, part: PartSpec, element_bytes: float) -> Trainable:
+        """A whole part trained (finetune)."""
+        return cls(part.params, part.small_tensor_params, part.factored_state_elements, element_bytes)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of the tensors themselves (and of their gradients)."""
+        return round(self.params * self.element_bytes)
+
+    def optimizer_bytes(self, state: OptimizerState) -> int:
+        """Optimizer state bytes for these tensors."""
+        if state.factored:
+            return round(self.factored_elements * self.element_bytes)
+        if state.eight_bit:
+            return round(state.slots * ((self.params - self.small_params) * EIGHT_BIT_BYTES + self.small_params * 4))
+        return round(state.slots * self.params * self.element_bytes)
+
+
+@dataclass(frozen=True)
+class PartEstimate:
+    """One model part: parameter count, storage dtype, bytes, and whether it is on the GPU while training."""
+
+    params: int
+    dtype: str
+    bytes: int
+    resident: bool
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A config change and the bytes it saves off the peak."""
+
+    change: str
+    saves_bytes: int
+
+
+@dataclass
+class Estimate:
+    """The result of `estimate`: peak bytes, its breakdown, and what to change."""
+
+    total_bytes: int
+    breakdown: dict[str, int]
+    parts: dict[str, PartEstimate]
+    peak_phase: str
+    budget_bytes: int | None
+    fits: bool | None
+    suggestions: list[Suggestion] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    phases: dict[str, int] = field(default_factory=dict)
+    """Peak bytes of every phase that happens (training_step, latent_caching, sampling)."""
+    gpu: GpuInfo | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `tui-trainer estimate --json` shape."""
+        gpu = None
+        if self.gpu is not None:
+            gpu = {
+                "name": self.gpu.name,
+                "total_bytes": self.gpu.total_bytes,
+                "free_bytes": self.gpu.free_bytes,
+                "compute_capability": list(self.gpu.compute_capability),
+            }
+        return {
+            "total_bytes": self.total_bytes,
+            "breakdown": dict(self.breakdown),
+            "parts": {
+                name: {"params": part.params, "dtype": part.dtype, "bytes": part.bytes, "resident": part.resident}
+                for name, part in self.parts.items()
+            },
+            "peak_phase": self.peak_phase,
+            "phases": dict(self.phases),
+            "budget_bytes": self.budget_bytes,
+            "gpu": gpu,
+            "fits": self.fits,
+            "suggestions": [{"change": s.change, "saves_bytes": s.saves_bytes} for s in self.suggestions],
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The settings the estimate depends on, read once from a TrainConfig."""
+
+    spec: FamilySpec
+    method: Method
+    dtypes: dict[str, WeightDtype]
+    """Storage dtype by part name."""
+    trains: dict[str, bool]
+    """Whether each part's config section says train."""
+    train_dtype: TrainDtype
+    batch_size: int
+    accumulation: int
+    width: int
+    height: int
+    checkpointing: bool
+    cache_latents: bool
+    cache_text: bool
+    optimizer: OptimizerName
+    sgd_momentum: bool
+    ema: bool
+    attention: AttentionBackend
+    lora_type: LoraType
+    lora_rank: int
+    lora_targets: LoraTargets
+    embedding_vectors: int
+    sample_sizes: tuple[tuple[int, int], ...]
+    """Sample (width, height) when sampling happens during the run; empty = no sampling."""
+
+
+def largest_size(resolution: str) -> tuple[int, int]:
+    """The largest bucket a resolution string allows, as (width, height): the largest side squared, or the fixed size."""
+    sides, fixed = parse_resolution(resolution)
+    if fixed is not None:
+        return fixed
+    side = max(sides)
+    return side, side
+
+
+def plan_from_config(
+    config: TrainConfig,
+    spec: FamilySpec | None = None,
+    largest_bucket: tuple[int, int] | None = None,
+    batch_shape: tuple[int, int, int] | None = None,
+) -> Plan:
+    """Read the settings `estimate` needs from a config (batch_shape = (batch, width, height) overrides both)."""
+    model, training = config.model, config.training
+    spec = spec or spec_for_model(model.family, model.base_model)
+    width, height = largest_bucket or largest_size(training.resolution)
+    batch = training.batch_size
+    if batch_shape is not None:
+        batch, width, height = batch_shape
+    role_dtypes = {PartRole.DENOISER: model.unet_dtype, PartRole.TEXT_ENCODER: model.text_encoder_dtype,
+                   PartRole.AUTOENCODER: model.vae_dtype}
+    sections = {"unet": config.unet, "text_encoder": config.text_encoder, "text_encoder_2": config.text_encoder_2}
+    samples: tuple[tuple[int, int], ...] = ()
+    if config.samples and (config.sampling.every > 0 or config.sampling.before_training):
+        samples = tuple((s.width or width, s.height or height) for s in config.samples)
+    return Plan(
+        spec=spec,
+        method=config.method,
+        dtypes={name: role_dtypes[part.role] for name, part in spec.parts.items()},
+        trains={name: bool(part.config_section) and sections[part.config_section].train for name, part in spec.parts.items()},
+        train_dtype=model.train_dtype,
+        batch_size=batch,
+        accumulation=training.gradient_accumulation,
+        width=width,
+        height=height,
+        checkpointing=training.gradient_checkpointing,
+        cache_latents=training.cache_latents,
+        cache_text=training.cache_text_encoder_outputs,
+        optimizer=config.optimizer.name,
+        sgd_momentum=getattr(config.optimizer.settings_for(OptimizerName.SGD), "momentum", 0.0) > 0,
+        ema=training.ema,
+        attention=training.attention,
+        lora_type=config.lora.type,
+        lora_rank=config.lora.rank,
+        lora_targets=config.lora.targets,
+        embedding_vectors=config.embedding.num_vectors,
+        sample_sizes=samples,
+    )
+
+
+def _weight_bytes(part: PartSpec, dtype: WeightDtype) -> int:
+    """Stored bytes of a part; fp8 / nf4 apply to its Linear weights, the rest stays 16-bit."""
+    if dtype in QUANTISED_DTYPES:
+        return round(part.linear_weight_params * WEIGHT_BYTES[dtype] + (part.params - part.linear_weight_params) * 2)
+    return round(part.params * WEIGHT_BYTES[dtype])
+
+
+_ADAPTER_TRAINABLES: dict[tuple[int, LoraType, LoraTargets, int], tuple[PartSpec, Trainable]] = {}
+"""Memo of adapter aggregates by (id(part), type, targets, rank); the part is kept so its id stays unique."""
+
+
+def adapter_trainable(part: PartSpec, lora_type: LoraType, targets: LoraTargets, rank: int) -> Trainable:
+    """Aggregate of the adapter tensors a part gets (memoised: the TUI asks again on every keystroke)."""
+    key = (id(part), lora_type, targets, rank)
+    if key not in _ADAPTER_TRAINABLES:
+        _ADAPTER_TRAINABLES[key] = (part, Trainable.from_tensors(part.adapter_tensors(lora_type, targets, rank)))
+    return _ADAPTER_TRAINABLES[key][1]
+
+
+def _trainables(plan: Plan) -> dict[str, Trainable]:
+    """What trains in each part under the plan's method."""
+    trained: dict[str, Trainable] = {}
+    for name, part in plan.spec.parts.items():
+        if plan.method is Method.EMBEDDING:
+            if part.role is PartRole.TEXT_ENCODER and part.embedding_dim:
+                trained[name] = Trainable.from_tensors((TensorShape(plan.embedding_vectors, part.embedding_dim, 1),))
+        elif not plan.trains[name]:
+            continue
+        elif plan.method is Method.FINETUNE:
+            trained[name] = Trainable.from_part(part, WEIGHT_BYTES[plan.dtypes[name]])
+        elif part.lora_layers:
+            trained[name] = adapter_trainable(part, plan.lora_type, plan.lora_targets, plan.lora_rank)
+    return trained
+
+
+def _resident(plan: Plan, name: str, part: PartSpec, trained: dict[str, Trainable]) -> bool:
+    """Whether a part stays on the GPU during training steps."""
+    if part.role is PartRole.AUTOENCODER:
+        return not plan.cache_latents
+    if part.role is PartRole.TEXT_ENCODER:
+        return name in trained or not plan.cache_text
+    return True
+
+
+def _eager_attention_bytes(plan: Plan, latent_pixels: int, compute: int) -> int:
+    """Attention matrices eager attention materialises (SDPA / xformers never do)."""
+    if plan.attention is not AttentionBackend.EAGER:
+        return 0
+    matrices = [
+        (level.count, level.heads * (latent_pixels / level.downscale**2) ** 2 * compute * plan.batch_size)
+        for level in plan.spec.activations.self_attention
+    ]
+    largest = max(size for _, size in matrices)
+    if plan.checkpointing:
+        return round(2 * largest)
+    return round(sum(count * size for count, size in matrices) + largest)
+
+
+def _activation_bytes(plan: Plan, trained: dict[str, Trainable]) -> int:
+    """Training-step activations of the denoiser (and of trained text encoders)."""
+    profile = plan.spec.activations
+    compute = COMPUTE_BYTES[plan.train_dtype]
+    latent_pixels = plan.spec.latent_pixels(plan.width, plan.height)
+    per_pixel = profile.checkpointed_bytes_per_latent_pixel if plan.checkpointing else profile.bytes_per_latent_pixel
+    denoiser_trains_fully = plan.method is Method.FINETUNE and plan.spec.denoiser.name in trained
+    factor = (compute / 2) * (profile.trained_factor if denoiser_trains_fully else 1.0)
+    denoiser = plan.batch_size * latent_pixels * per_pixel * factor + _eager_attention_bytes(plan, latent_pixels, compute)
+    text = sum(
+        plan.batch_size * plan.spec.text_tokens * TE_ACTIVATION_ELEMENTS * part.params / part.embedding_dim * compute
+        for name, part in plan.spec.parts.items()
+        if name in trained and part.role is PartRole.TEXT_ENCODER
+    )
+    return round(denoiser + text)
+
+
+def _autocast_copies(plan: Plan, trained: dict[str, Trainable]) -> int:
+    """16-bit copies autocast caches of float32 trained weights during a step."""
+    if COMPUTE_BYTES[plan.train_dtype] == 4:
+        return 0
+    return sum(round(t.params * 2) for t in trained.values() if t.element_bytes == 4)
+
+
+def _autoencoder_pass_bytes(plan: Plan, width: int, height: int, bytes_per_pixel: float) -> int:
+    """Peak of one no-grad autoencoder pass over a width x height image, scaled from 16-bit to the VAE's dtype."""
+    dtype_factor = max(2.0, WEIGHT_BYTES[plan.dtypes[plan.spec.autoencoder.name]]) / 2
+    return round(bytes_per_pixel * width * height * dtype_factor)
+
+
+def _phases(plan: Plan) -> tuple[dict[str, int], dict[str, int], dict[str, PartEstimate]]:
+    """(peak bytes per phase, training-step breakdown, parts)."""
+    trained = _trainables(plan)
+    state = OPTIMIZER_STATES[plan.optimizer]
+    if plan.optimizer is OptimizerName.SGD and plan.sgd_momentum:
+        state = replace(state, slots=1)
+    parts: dict[str, PartEstimate] = {}
+    frozen_weights = 0
+    for name, part in plan.spec.parts.items():
+        dtype = plan.dtypes[name]
+        size = _weight_bytes(part, dtype)
+        resident = _resident(plan, name, part, trained)
+        parts[name] = PartEstimate(part.params, dtype.value, size, resident)
+        fully_trained = plan.method is Method.FINETUNE and name in trained
+        if resident and not fully_trained:
+            frozen_weights += size
+    trainable = sum(t.bytes for t in trained.values())
+    optimizer = sum(t.optimizer_bytes(state) for t in trained.values()) + (trainable if plan.ema else 0)
+    activations = _activation_bytes(plan, trained)
+    caches = _autocast_copies(plan, trained)
+    breakdown = {
+        "weights": frozen_weights,
+        "trainable": trainable,
+        "gradients": trainable,
+        "optimizer": optimizer,
+        "activations": activations,
+        "caches": caches,
+    }
+    if not plan.cache_latents:
+        encode = _autoencoder_pass_bytes(plan, plan.width, plan.height, plan.spec.encode_bytes_per_pixel)
+        breakdown["activations"] = max(activations, encode * plan.batch_size)
+    breakdown["overhead"] = round(CUDA_CONTEXT_BYTES + ALLOCATOR_SLACK * (breakdown["activations"] + trainable))
+    phases = {"training_step": sum(breakdown.values())}
+    if plan.cache_latents:
+        encode = _autoencoder_pass_bytes(plan, plan.width, plan.height, plan.spec.encode_bytes_per_pixel)
+        caching_parts = {plan.spec.autoencoder.name} | ({p.name for p in plan.spec.text_encoders} if plan.cache_text else set())
+        loaded = sum(parts[name].bytes for name in caching_parts)
+        phases["latent_caching"] = round(loaded + encode + CUDA_CONTEXT_BYTES)
+    if plan.sample_sizes:
+        held = frozen_weights + trainable + optimizer + CUDA_CONTEXT_BYTES
+        loaded_for_sampling = sum(p.bytes for p in parts.values() if not p.resident)
+        profile = plan.spec.activations
+        sampling = max(
+            max(2 * plan.spec.latent_pixels(w, h) * profile.checkpointed_bytes_per_latent_pixel * INFERENCE_FRACTION,
+                _autoencoder_pass_bytes(plan, w, h, plan.spec.decode_bytes_per_pixel))
+            for w, h in plan.sample_sizes
+        )
+        phases["sampling"] = round(held + loaded_for_sampling + sampling)
+    return phases, breakdown, parts
+
+
+def _totals(plan: Plan) -> int:
+    return max(_phases(plan)[0].values())
+
+
+def _lower_resolution(plan: Plan) -> Plan | None:
+    step = plan.spec.bucket_step
+    width, height = (max(step, (side * 3 // 4) // step * step) for side in (plan.width, plan.height))
+    if (width, height) == (plan.width, plan.height) or min(width, height) < 256:
+        return None
+    return replace(plan, width=width, height=height)
+
+
+def _candidate_changes(plan: Plan) -> list[tuple[str, Plan | None]]:
+    """Config changes worth suggesting, each with the plan it leads to (None = not applicable)."""
+    denoiser = plan.spec.denoiser.name
+    frozen_base = plan.method is not Method.FINETUNE
+    eight_bit = {OptimizerName.LION: OptimizerName.LION8BIT}.get(plan.optimizer, OptimizerName.ADAMW8BIT)
+    text_trains = any(plan.trains[part.name] for part in plan.spec.text_encoders)
+    lower = _lower_resolution(plan)
+    return [
+        ("training.gradient_checkpointing = true", None if plan.checkpointing else replace(plan, checkpointing=True)),
+        (f"optimizer.name = '{eight_bit.value}'",
+         None if OPTIMIZER_STATES[plan.optimizer].eight_bit or plan.optimizer in (OptimizerName.SGD, OptimizerName.ADAFACTOR)
+         else replace(plan, optimizer=eight_bit)),
+        ("training.cache_latents = true", None if plan.cache_latents else replace(plan, cache_latents=True)),
+        ("training.cache_text_encoder_outputs = true and text encoders frozen",
+         None if plan.method is Method.EMBEDDING or (plan.cache_text and not text_trains)
+         else replace(plan, cache_text=True, trains={n: t and n == denoiser for n, t in plan.trains.items()})),
+        ("model.vae_dtype = 'bfloat16'",
+         replace(plan, dtypes={**plan.dtypes, plan.spec.autoencoder.name: WeightDtype.BFLOAT16})
+         if plan.dtypes[plan.spec.autoencoder.name] is WeightDtype.FLOAT32 else None),
+        ("model.unet_dtype = 'float8'",
+         replace(plan, dtypes={**plan.dtypes, denoiser: WeightDtype.FLOAT8})
+         if frozen_base and plan.dtypes[denoiser] not in QUANTISED_DTYPES else None),
+        ("model.unet_dtype = 'nf4'",
+         replace(plan, dtypes={**plan.dtypes, denoiser: WeightDtype.NF4})
+         if frozen_base and plan.dtypes[denoiser] is not WeightDtype.NF4 else None),
+        (f"lora.rank = {plan.lora_rank // 2}",
+         replace(plan, lora_rank=plan.lora_rank // 2) if plan.method in (Method.LORA, Method.INPAINT) and plan.lora_rank >= 8 else None),
+        (f"training.batch_size = 1, gradient_accumulation = {plan.batch_size * plan.accumulation}",
+         replace(plan, batch_size=1, accumulation=plan.batch_size * plan.accumulation) if plan.batch_size > 1 else None),
+        (f"training.resolution = '{lower.width}x{lower.height}'" if lower else "", lower),
+    ]
+
+
+def _suggestions(plan: Plan, total: int) -> list[Suggestion]:
+    """Applicable changes that lower the peak, largest saving first."""
+    found = [
+        Suggestion(change, total - _totals(changed))
+        for change, changed in _candidate_changes(plan)
+        if changed is not None
+    ]
+    return sorted((s for s in found if s.saves_bytes > 0), key=lambda s: -s.saves_bytes)
+
+
+def _warnings(plan: Plan, gpu: GpuInfo | None) -> list[str]:
+    """Settings the GPU cannot run natively, and known numerical traps."""
+    warnings = []
+    if gpu is not None:
+        capability = tuple(gpu.compute_capability)
+        if plan.train_dtype in (TrainDtype.BFLOAT16, TrainDtype.TF32) and capability < (8, 0):
+            warnings.append(f"{plan.train_dtype.value} needs compute capability 8.0 or newer; "
+                            f"{gpu.name} has {capability[0]}.{capability[1]}: use float16")
+        if WeightDtype.FLOAT8 in plan.dtypes.values() and capability < (8, 9):
+            warnings.append(f"float8 compute needs compute capability 8.9 or newer; {gpu.name} has "
+                            f"{capability[0]}.{capability[1]}: weights are stored in float8 and upcast (slower)")
+    if plan.spec.vae_scaling_factor == 0.13025 and plan.dtypes.get("vae") is WeightDtype.FLOAT16:
+        warnings.append("the SDXL VAE overflows in float16 (NaN latents): use vae_dtype float32 or bfloat16, "
+                        "or a float16-fixed VAE")
+    return warnings
+
+
+def estimate(
+    config: TrainConfig,
+    gpu: GpuInfo | None = None,
+    *,
+    target_bytes: int | None = None,
+    largest_bucket: tuple[int, int] | None = None,
+    batch_shape: tuple[int, int, int] | None = None,
+    spec: FamilySpec | None = None,
+) -> Estimate:
+    """Estimate the peak VRAM of training `config`.
+
+    gpu: budget against its free memory and check its dtype support; target_bytes: budget against this size
+    instead (e.g. no GPU here); largest_bucket: (width, height) of the largest bucket, default from
+    training.resolution; batch_shape: (batch, width, height) overriding batch size and bucket; spec: a family
+    spec to use instead of the registry's (e.g. one measured from a tiny devkit model).
+    """
+    plan = plan_from_config(config, spec, largest_bucket, batch_shape)
+    phases, breakdown, parts = _phases(plan)
+    peak_phase = max(phases, key=phases.__getitem__)
+    total = phases[peak_phase]
+    budget = target_bytes if target_bytes is not None else (gpu.free_bytes if gpu is not None else None)
+    return Estimate(
+        total_bytes=total,
+        breakdown=breakdown,
+        parts=parts,
+        peak_phase=peak_phase,
+        budget_bytes=budget,
+        fits=None if budget is None else total <= budget,
+        suggestions=_suggestions(plan, total),
+        warnings=_warnings(plan, gpu),
+        phases=phases,
+        gpu=gpu,
+    )

@@ -1,0 +1,411 @@
+"""Model family registry: one table keyed by Family, the single source of truth for every family's facts.
+
+Parameter counts, Adafactor state sizes, small-tensor counts and adapter layer shapes were taken from the
+published architectures built on torch's meta device (tests/test_families.py rebuilds them and checks
+every number). Pure data: no torch import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from tui_trainer.config.enums import Family, LoraTargets, LoraType, PredictionType
+
+BNB_MIN_8BIT_NUMEL = 4096
+"""bitsandbytes keeps 32-bit optimizer state for tensors with fewer elements than this."""
+
+
+class PartRole(StrEnum):
+    """What a model part does."""
+
+    DENOISER = "denoiser"
+    TEXT_ENCODER = "text_encoder"
+    AUTOENCODER = "autoencoder"
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """`count` layers peft can adapt, each mapping fan_in (in features x kernel area) to fan_out."""
+
+    fan_in: int
+    fan_out: int
+    count: int
+
+
+@dataclass(frozen=True)
+class TensorShape:
+    """`count` trainable 2-D tensors of rows x cols."""
+
+    rows: int
+    cols: int
+    count: int
+
+    @property
+    def numel(self) -> int:
+        """Elements of all `count` tensors."""
+        return self.rows * self.cols * self.count
+
+
+def factorization(dimension: int) -> tuple[int, int]:
+    """Two factors of `dimension` closest to its square root, smaller first (peft LoKr, decompose_factor=-1)."""
+    small, large = 1, dimension
+    while small < large:
+        candidate = small + 1
+        while dimension % candidate:
+            candidate += 1
+        partner = dimension // candidate
+        if candidate + partner > small + large:
+            break
+        small, large = candidate, partner
+    return min(small, large), max(small, large)
+
+
+def _lora_tensors(layer: LayerShape, rank: int) -> tuple[TensorShape, ...]:
+    return TensorShape(rank, layer.fan_in, layer.count), TensorShape(layer.fan_out, rank, layer.count)
+
+
+def _loha_tensors(layer: LayerShape, rank: int) -> tuple[TensorShape, ...]:
+    return _lora_tensors(layer, rank) * 2
+
+
+def _lokr_tensors(layer: LayerShape, rank: int) -> tuple[TensorShape, ...]:
+    out_small, out_large = factorization(layer.fan_out)
+    in_small, in_large = factorization(layer.fan_in)
+    kron_left = TensorShape(out_small, in_small, layer.count)
+    if rank >= max(out_large, in_large) / 2:
+        return kron_left, TensorShape(out_large, in_large, layer.count)
+    return kron_left, TensorShape(out_large, rank, layer.count), TensorShape(rank, in_large, layer.count)
+
+
+ADAPTER_TENSORS = {
+    LoraType.LORA: _lora_tensors,
+    LoraType.LOHA: _loha_tensors,
+    LoraType.LOKR: _lokr_tensors,
+}
+"""Trainable tensors peft (default config) creates for one adapted layer shape, by adapter type."""
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """One model part (denoiser, text encoder or autoencoder) of a family."""
+
+    name: str
+    """Pipeline component name (unet, transformer, prior, text_encoder, text_encoder_2, vae)."""
+    role: PartRole
+    architecture: str
+    """Constructor that builds it (diffusers / transformers class)."""
+    params: int
+    small_tensor_params: int
+    """Parameters in tensors under BNB_MIN_8BIT_NUMEL elements (8-bit optimizers keep 32-bit state for them)."""
+    factored_state_elements: int
+    """Adafactor's second-moment elements over all tensors (row + column factors of every >= 2-D tensor)."""
+    config_section: str = ""
+    """TrainConfig section that says whether it trains: unet, text_encoder, text_encoder_2; empty = never."""
+    embedding_dim: int = 0
+    """Token embedding width (one textual-inversion vector), text encoders only."""
+    lora_target_modules: dict[LoraTargets, tuple[str, ...]] = field(default_factory=dict)
+    """peft target_modules per targets preset."""
+    lora_layers: dict[LoraTargets, tuple[LayerShape, ...]] = field(default_factory=dict)
+    """Shapes of the layers those target names select."""
+    linear_weight_params: int = 0
+    """Parameters in nn.Linear weights: the ones fp8 / nf4 storage quantises (convs, norms, embeddings stay 16-bit)."""
+    verified: bool = True
+    """The counts are checked against a meta-device build in the tests."""
+
+    def lora_params_per_rank(self, targets: LoraTargets) -> int:
+        """LoRA parameters per unit of rank for a targets preset (0 when the part takes no adapters)."""
+        return sum((layer.fan_in + layer.fan_out) * layer.count for layer in self.lora_layers.get(targets, ()))
+
+    def adapter_tensors(self, lora_type: LoraType, targets: LoraTargets, rank: int) -> tuple[TensorShape, ...]:
+        """Every trainable tensor an adapter of this type, targets preset and rank adds to the part."""
+        make = ADAPTER_TENSORS[lora_type]
+        return tuple(tensor for layer in self.lora_layers.get(targets, ()) for tensor in make(layer, rank))
+
+
+@dataclass(frozen=True)
+class SelfAttentionLevel:
+    """`count` self-attention layers with `heads` heads on a grid `downscale` times smaller than the latent."""
+
+    downscale: int
+    heads: int
+    count: int
+
+
+@dataclass(frozen=True)
+class ActivationProfile:
+    """Training-step memory beyond the weights, per sample and latent pixel, at 16-bit compute with SDPA.
+
+    Measured on the CPU with benchmarks/activation_profile.py (see docs/vram.md): the peak bytes created
+    during a forward+backward with frozen weights and LoRA on attention+mlp, minus the gradients.
+    """
+
+    bytes_per_latent_pixel: int
+    """No gradient checkpointing."""
+    checkpointed_bytes_per_latent_pixel: int
+    """With gradient checkpointing."""
+    self_attention: tuple[SelfAttentionLevel, ...]
+    """Self-attention layers (for the attention matrices eager attention materialises)."""
+    trained_factor: float = 1.15
+    """Multiplier when the denoiser's own weights train (their inputs are saved too)."""
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything the estimator, the bucketer and the trainer need to know about a family."""
+
+    family: Family
+    label: str
+    parts: dict[str, PartSpec]
+    """By pipeline component name; the denoiser first."""
+    default_resolution: int
+    latent_downscale: float
+    """Image pixels per latent pixel along a side."""
+    latent_channels: int
+    bucket_step: int
+    """Default bucket side granularity in px."""
+    prediction_type: PredictionType
+    vae_scaling_factor: float | None
+    """Latent scaling factor; None = latents are used as the encoder gives them."""
+    text_tokens: int
+    """Text-encoder sequence length."""
+    activations: ActivationProfile
+    encode_bytes_per_pixel: float
+    """Peak bytes per image pixel of one 16-bit no-grad autoencoder encode (measured, docs/vram.md)."""
+    decode_bytes_per_pixel: float
+    """Peak bytes per image pixel of one 16-bit no-grad decode to pixels."""
+    variant: str = ""
+
+    @property
+    def denoiser(self) -> PartSpec:
+        """The UNet / transformer / prior."""
+        return next(part for part in self.parts.values() if part.role is PartRole.DENOISER)
+
+    @property
+    def text_encoders(self) -> tuple[PartSpec, ...]:
+        """The text encoders, in pipeline order."""
+        return tuple(part for part in self.parts.values() if part.role is PartRole.TEXT_ENCODER)
+
+    @property
+    def autoencoder(self) -> PartSpec:
+        """The VAE (or Stable Cascade's EfficientNet encoder)."""
+        return next(part for part in self.parts.values() if part.role is PartRole.AUTOENCODER)
+
+    @property
+    def lora_target_modules(self) -> dict[LoraTargets, dict[str, tuple[str, ...]]]:
+        """peft target_modules per targets preset and part name, for every part that takes adapters."""
+        return {
+            targets: {name: part.lora_target_modules[targets] for name, part in self.parts.items() if part.lora_target_modules}
+            for targets in LoraTargets
+        }
+
+    def latent_pixels(self, width: int, height: int) -> int:
+        """Latent pixels of an image of width x height px."""
+        return max(1, round(width / self.latent_downscale)) * max(1, round(height / self.latent_downscale))
+
+
+def _presets(attention: tuple[str, ...], mlp: tuple[str, ...], full_extra: tuple[str, ...]) -> dict[LoraTargets, tuple[str, ...]]:
+    return {
+        LoraTargets.ATTENTION: attention,
+        LoraTargets.ATTENTION_MLP: attention + mlp,
+        LoraTargets.FULL: attention + mlp + full_extra,
+    }
+
+
+UNET_TARGETS = _presets(("to_q", "to_k", "to_v", "to_out.0"), ("ff.net.0.proj", "ff.net.2"), ("proj_in", "proj_out"))
+"""UNet2DConditionModel: attention, + feed-forward, + the 1x1 projections around each transformer (kohya 'full')."""
+CLIP_TARGETS = _presets(("q_proj", "k_proj", "v_proj", "out_proj"), ("fc1", "fc2"), ())
+"""CLIPTextModel: attention, + MLP; 'full' is kohya's text-encoder set, which equals attention+mlp."""
+PIXART_TARGETS = _presets(
+    ("to_q", "to_k", "to_v", "to_out.0"),
+    ("ff.net.0.proj", "ff.net.2"),
+    ("caption_projection.linear_1", "caption_projection.linear_2", "adaln_single.linear", "proj_out"),
+)
+"""PixArtTransformer2DModel: 'full' adds the caption projection, the shared adaLN projection and the output layer."""
+CASCADE_TARGETS = _presets(
+    ("to_q", "to_k", "to_v", "to_out.0"),
+    ("channelwise.0", "channelwise.4"),
+    ("kv_mapper.1", "mapper", "mapper_sca", "mapper_crp"),
+)
+"""StableCascadeUNet: attention, + the ResBlocks' channel MLPs, + the conditioning mappers."""
+
+
+def _by_preset(attention, attention_mlp, full) -> dict[LoraTargets, tuple[LayerShape, ...]]:
+    """Layer shapes per targets preset, from (fan_in, fan_out, count) triples."""
+    return {
+        preset: tuple(LayerShape(*triple) for triple in triples)
+        for preset, triples in zip(LoraTargets, (attention, attention_mlp, full), strict=True)
+    }
+
+
+def _clip_layers(hidden: int, intermediate: int, layers: int) -> dict[LoraTargets, tuple[LayerShape, ...]]:
+    attention = ((hidden, hidden, 4 * layers),)
+    with_mlp = (*attention, (hidden, intermediate, layers), (intermediate, hidden, layers))
+    return _by_preset(attention, with_mlp, with_mlp)
+
+
+def _clip_part(name: str, params: int, small: int, factored: int, linear: int, hidden: int, intermediate: int,
+               layers: int, architecture: str = "transformers.CLIPTextModel") -> PartSpec:
+    return PartSpec(name, PartRole.TEXT_ENCODER, architecture, params, small, factored, name, hidden, CLIP_TARGETS,
+                    _clip_layers(hidden, intermediate, layers), linear_weight_params=linear)
+
+
+def _unet(params: int, small: int, factored: int, linear: int, layers: dict[LoraTargets, tuple[LayerShape, ...]]) -> PartSpec:
+    return PartSpec("unet", PartRole.DENOISER, "diffusers.UNet2DConditionModel", params, small, factored, "unet", 0,
+                    UNET_TARGETS, layers, linear_weight_params=linear)
+
+
+def _cascade_prior(params: int, small: int, factored: int, linear: int,
+                   layers: dict[LoraTargets, tuple[LayerShape, ...]]) -> PartSpec:
+    return PartSpec("prior", PartRole.DENOISER, "diffusers.StableCascadeUNet", params, small, factored, "unet", 0,
+                    CASCADE_TARGETS, layers, linear_weight_params=linear)
+
+
+SD_VAE = PartSpec("vae", PartRole.AUTOENCODER, "diffusers.AutoencoderKL", 83_653_863, 72_935, 54_838_327,
+                  linear_weight_params=2_097_152)
+CLIP_L = _clip_part("text_encoder", 123_060_480, 121_344, 338_253, 84_934_656, 768, 3072, 12)
+OPEN_CLIP_H = _clip_part("text_encoder", 340_387_840, 214_016, 783_693, 289_406_976, 1024, 4096, 23)
+OPEN_CLIP_BIG_G = _clip_part("text_encoder_2", 694_659_840, 371_200, 1_326_925, 630_784_000, 1280, 5120, 32,
+                             "transformers.CLIPTextModelWithProjection")
+T5_XXL = PartSpec("text_encoder", PartRole.TEXT_ENCODER, "transformers.T5EncoderModel", 4_762_310_656, 2_048, 2_055_648,
+                  "", 4096, linear_weight_params=4_630_511_616)
+"""Frozen: PixArt trains only its transformer."""
+EFFICIENTNET_V2_S = PartSpec("effnet", PartRole.AUTOENCODER, "EfficientNetV2-S features + 1x1 mapper", 20_197_968, 0, 0,
+                             verified=False)
+"""torchvision's published efficientnet_v2_s count (21,458,488) minus its classifier, plus the 1280->16 mapper."""
+
+SD15_UNET = _unet(859_520_964, 356_804, 457_589_700, 270_049_280, _by_preset(
+    ((320, 320, 30), (640, 640, 30), (768, 320, 10), (768, 640, 10), (768, 1280, 12), (1280, 1280, 36)),
+    ((320, 320, 30), (320, 2560, 5), (640, 640, 30), (640, 5120, 5), (768, 320, 10), (768, 640, 10), (768, 1280, 12),
+     (1280, 320, 5), (1280, 1280, 36), (1280, 10240, 6), (2560, 640, 5), (5120, 1280, 6)),
+    ((320, 320, 40), (320, 2560, 5), (640, 640, 40), (640, 5120, 5), (768, 320, 10), (768, 640, 10), (768, 1280, 12),
+     (1280, 320, 5), (1280, 1280, 48), (1280, 10240, 6), (2560, 640, 5), (5120, 1280, 6)),
+))
+SD21_UNET = _unet(865_910_724, 356_804, 408_086_212, 301_219_840, _by_preset(
+    ((320, 320, 30), (640, 640, 30), (1024, 320, 10), (1024, 640, 10), (1024, 1280, 12), (1280, 1280, 36)),
+    ((320, 320, 30), (320, 2560, 5), (640, 640, 30), (640, 5120, 5), (1024, 320, 10), (1024, 640, 10),
+     (1024, 1280, 12), (1280, 320, 5), (1280, 1280, 36), (1280, 10240, 6), (2560, 640, 5), (5120, 1280, 6)),
+    ((320, 320, 40), (320, 2560, 5), (640, 640, 40), (640, 5120, 5), (1024, 320, 10), (1024, 640, 10),
+     (1024, 1280, 12), (1280, 320, 5), (1280, 1280, 48), (1280, 10240, 6), (2560, 640, 5), (5120, 1280, 6)),
+))
+SDXL_UNET = _unet(2_567_463_684, 917_764, 244_330_500, 2_232_647_680, _by_preset(
+    ((640, 640, 60), (1280, 1280, 360), (2048, 640, 20), (2048, 1280, 120)),
+    ((640, 640, 60), (640, 5120, 10), (1280, 1280, 360), (1280, 10240, 60), (2048, 640, 20), (2048, 1280, 120),
+     (2560, 640, 10), (5120, 1280, 60)),
+    ((640, 640, 70), (640, 5120, 10), (1280, 1280, 372), (1280, 10240, 60), (2048, 640, 20), (2048, 1280, 120),
+     (2560, 640, 10), (5120, 1280, 60)),
+))
+PIXART_TRANSFORMER = PartSpec(
+    "transformer", PartRole.DENOISER, "diffusers.PixArtTransformer2DModel", 611_349_152, 299_936, 1_347_562, "unet", 0,
+    PIXART_TARGETS, _by_preset(
+        ((1152, 1152, 224),),
+        ((1152, 1152, 224), (1152, 4608, 28), (4608, 1152, 28)),
+        ((1152, 32, 1), (1152, 1152, 225), (1152, 4608, 28), (1152, 6912, 1), (4096, 1152, 1), (4608, 1152, 28)),
+    ),
+    linear_weight_params=610_701_312,
+)
+CASCADE_PRIOR = _cascade_prior(3_589_103_632, 925_712, 24_440_208, 3_576_168_448, _by_preset(
+    ((2048, 2048, 256),),
+    ((2048, 2048, 256), (2048, 8192, 63), (4096, 8192, 1), (8192, 2048, 64)),
+    ((64, 4096, 192), (2048, 2048, 320), (2048, 8192, 63), (4096, 8192, 1), (8192, 2048, 64)),
+))
+CASCADE_PRIOR_LITE = _cascade_prior(1_030_785_040, 645_136, 12_380_496, 1_024_327_680, _by_preset(
+    ((1536, 1536, 128),),
+    ((1536, 1536, 128), (1536, 6144, 31), (3072, 6144, 1), (6144, 1536, 32)),
+    ((64, 3072, 96), (1536, 1536, 160), (1536, 6144, 31), (3072, 6144, 1), (6144, 1536, 32)),
+))
+
+SD_UNET_ATTENTION_LEVELS = (SelfAttentionLevel(1, 8, 5), SelfAttentionLevel(2, 8, 5), SelfAttentionLevel(4, 8, 5),
+                            SelfAttentionLevel(8, 8, 1))
+SD21_ATTENTION_LEVELS = (SelfAttentionLevel(1, 5, 5), SelfAttentionLevel(2, 10, 5), SelfAttentionLevel(4, 20, 5),
+                         SelfAttentionLevel(8, 20, 1))
+SDXL_ATTENTION_LEVELS = (SelfAttentionLevel(2, 10, 10), SelfAttentionLevel(4, 20, 60))
+PIXART_ATTENTION_LEVELS = (SelfAttentionLevel(2, 16, 28),)
+
+CASCADE_TEXT_ENCODER = replace(OPEN_CLIP_BIG_G, name="text_encoder", config_section="text_encoder")
+"""Stable Cascade's CLIP bigG with projection: SDXL's second text encoder, first in this pipeline."""
+
+_SD_VAE_PASSES = {"encode_bytes_per_pixel": 1280.0, "decode_bytes_per_pixel": 1536.0}
+_SD_COMMON = {"latent_downscale": 8, "latent_channels": 4, "text_tokens": 77}
+
+FAMILIES: dict[Family, FamilySpec] = {
+    Family.SD15: FamilySpec(
+        Family.SD15, "Stable Diffusion 1.5",
+        {
+            "unet": SD15_UNET,
+            "text_encoder": CLIP_L,
+            "vae": SD_VAE,
+        },
+        default_resolution=512, bucket_step=8, prediction_type=PredictionType.EPSILON, vae_scaling_factor=0.18215,
+        activations=ActivationProfile(228_600, 58_500, SD_UNET_ATTENTION_LEVELS),
+        **_SD_VAE_PASSES, **_SD_COMMON,
+    ),
+    Family.SD2: FamilySpec(
+        Family.SD2, "Stable Diffusion 2.x (768, v-prediction)",
+        {
+            "unet": SD21_UNET,
+            "text_encoder": OPEN_CLIP_H,
+            "vae": SD_VAE,
+        },
+        default_resolution=768, bucket_step=8, prediction_type=PredictionType.V_PREDICTION, vae_scaling_factor=0.18215,
+        activations=ActivationProfile(218_600, 48_500, SD21_ATTENTION_LEVELS),
+        **_SD_VAE_PASSES, **_SD_COMMON,
+    ),
+    Family.SDXL: FamilySpec(
+        Family.SDXL, "Stable Diffusion XL",
+        {
+            "unet": SDXL_UNET,
+            "text_encoder": CLIP_L,
+            "text_encoder_2": OPEN_CLIP_BIG_G,
+            "vae": SD_VAE,
+        },
+        default_resolution=1024, bucket_step=64, prediction_type=PredictionType.EPSILON, vae_scaling_factor=0.13025,
+        activations=ActivationProfile(228_600, 58_500, SDXL_ATTENTION_LEVELS),
+        **_SD_VAE_PASSES, **_SD_COMMON,
+    ),
+    Family.PIXART_ALPHA: FamilySpec(
+        Family.PIXART_ALPHA, "PixArt-alpha (1024)",
+        {
+            "transformer": PIXART_TRANSFORMER,
+            "text_encoder": T5_XXL,
+            "vae": SD_VAE,
+        },
+        default_resolution=1024, latent_downscale=8, latent_channels=4, bucket_step=16,
+        prediction_type=PredictionType.EPSILON, vae_scaling_factor=0.18215, text_tokens=120,
+        activations=ActivationProfile(313_800, 24_000, PIXART_ATTENTION_LEVELS),
+        **_SD_VAE_PASSES,
+    ),
+    Family.STABLE_CASCADE: FamilySpec(
+        Family.STABLE_CASCADE, "Stable Cascade stage C (3.6B)",
+        {"prior": CASCADE_PRIOR, "text_encoder": CASCADE_TEXT_ENCODER, "effnet": EFFICIENTNET_V2_S},
+        default_resolution=1024, latent_downscale=1024 / 24, latent_channels=16, bucket_step=128,
+        prediction_type=PredictionType.EPSILON, vae_scaling_factor=None, text_tokens=77,
+        activations=ActivationProfile(228_600, 58_500, (SelfAttentionLevel(1, 32, 16), SelfAttentionLevel(2, 32, 48))),
+        **_SD_VAE_PASSES,
+    ),
+}
+"""The family registry."""
+
+
+def family_spec(family: Family) -> FamilySpec:
+    """The registry entry of `family`."""
+    return FAMILIES[Family(family)]
+
+_CASCADE = FAMILIES[Family.STABLE_CASCADE]
+VARIANTS: dict[tuple[Family, str], FamilySpec] = {
+    (Family.STABLE_CASCADE, "lite"): replace(
+        _CASCADE, label="Stable Cascade stage C lite (1B)", variant="lite",
+        parts={**_CASCADE.parts, "prior": CASCADE_PRIOR_LITE},
+        activations=replace(_CASCADE.activations, self_attention=(SelfAttentionLevel(1, 24, 8), SelfAttentionLevel(2, 24, 24))),
+    ),
+}
+"""Smaller checkpoints of a family, picked by a word in the base model's name."""
+
+
+def spec_for_model(family: Family, base_model: str = "") -> FamilySpec:
+    """The registry entry for a base model: a variant when its name says so (e.g. 'lite'), else the family's."""
+    name = base_model.lower()
+    for (variant_family, variant), spec in VARIANTS.items():
+        if variant_family == family and variant in name:
+            return spec
+    return family_spec(family)
