@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from train_support import ensure_family_registry, write_config
+from train_support import write_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,6 @@ def kohya_run(tiny_sd15: Path, dataset: Path, tmp_path_factory: pytest.TempPathF
     """One 10-step kohya run through the CLI: (config path, run folder)."""
     from tui_trainer.cli import main
 
-    ensure_family_registry()
     folder = tmp_path_factory.mktemp("kohya")
     config = write_config(folder, tiny_sd15, dataset)
     assert main(["train", str(config)]) == 0
@@ -134,7 +133,6 @@ def test_diffusers_format_loads_into_the_pipeline_and_changes_its_image(tiny_sd1
 
     from tui_trainer.train.entry import train_file
 
-    ensure_family_registry()
     config = write_config(tmp_path, tiny_sd15, dataset, workspace=tmp_path / "ws")
     text = config.read_text().replace('run_name = "tiny"', 'run_name = "tiny"\noutput_format = "diffusers"')
     config.write_text(text.replace("max_steps = 10", "max_steps = 4"))
@@ -151,7 +149,6 @@ def test_diffusers_format_loads_into_the_pipeline_and_changes_its_image(tiny_sd1
 def test_unet_only_with_cached_text_outputs_and_tensorboard(tiny_sd15, dataset, tmp_path):
     from tui_trainer.train.entry import train_file
 
-    ensure_family_registry()
     config = write_config(
         tmp_path, tiny_sd15, dataset,
         training='resolution = "64"\nbatch_size = 4\ngradient_accumulation = 2\nepochs = 1\ndataloader_workers = 0\n'

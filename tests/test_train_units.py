@@ -237,3 +237,12 @@ def test_kohya_keys_for_two_text_encoders_and_alpha():
     loha = kohya_state_dict({"unet": {"mid_block.attentions.0.to_q.hada_w1_a": torch.ones(2)}}, LoraConfig(type="loha", alpha=3.0), 1)
     assert set(loha) == {"lora_unet_mid_block_attentions_0_to_q.hada_w1_a", "lora_unet_mid_block_attentions_0_to_q.alpha"}
     assert float(loha["lora_unet_mid_block_attentions_0_to_q.alpha"]) == 3.0
+
+
+def test_out_of_memory_hint_comes_from_the_vram_estimator():
+    from tui_trainer.estimate import estimate
+    from tui_trainer.train.entry import oom_hint
+
+    config = _config(extra='[[concepts]]\nname = "a"\npath = "."\n')
+    best = max(estimate(config).suggestions, key=lambda suggestion: suggestion.saves_bytes)
+    assert oom_hint(config).startswith(f"{best.change} (saves ")

@@ -2,28 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
-
-from tui_trainer.config.enums import LoraTargets
-
-
-def ensure_family_registry() -> None:
-    """Until tui_trainer.models.families (issue 4) lands, stand in SD1.5's LoRA targets for these tests only."""
-    try:
-        import tui_trainer.models.families  # noqa: F401
-    except ImportError:
-        attention = ("to_q", "to_k", "to_v", "to_out.0")
-        text = ("q_proj", "k_proj", "v_proj", "out_proj")
-        targets = {
-            LoraTargets.ATTENTION: {"unet": attention, "text_encoder": text},
-            LoraTargets.ATTENTION_MLP: {"unet": (*attention, "ff.net.0.proj", "ff.net.2"), "text_encoder": (*text, "fc1", "fc2")},
-            LoraTargets.FULL: {"unet": (*attention, "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"), "text_encoder": (*text, "fc1", "fc2")},
-        }
-        module = types.ModuleType("tui_trainer.models.families")
-        module.family_spec = lambda family: types.SimpleNamespace(lora_target_modules=targets)
-        sys.modules["tui_trainer.models.families"] = module
 
 
 def write_config(folder: Path, model: Path, data: Path, *, extra: str = "", workspace: Path | None = None, **tables: str) -> Path:
