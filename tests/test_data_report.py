@@ -187,3 +187,17 @@ def test_json_shape(tmp_path: Path):
     assert (document["total_images"], document["steps_per_epoch"], document["total_steps"]) == (3, 2, 20)
     assert document["skipped"] == [{"path": str(tmp_path / "ds" / "broken_zero_byte.png"), "reason": "empty file (0 bytes)"}]
     assert document["warnings"] == [] and document["errors"] == []
+
+
+def test_bucket_limit_errors_and_fixed_size_off_the_step(tmp_path: Path):
+    make_dataset(tmp_path / "ds", [(64, 64, 1)])
+    concepts = [{"name": "a", "path": "ds"}]
+    crossed = build_report(*make_config(tmp_path, concepts, bucket_min_side=512, bucket_max_side=256))
+    assert crossed.errors == ["training.bucket_min_side 512 is above training.bucket_max_side 256; allowed: min <= max"]
+    assert crossed.items == []
+    off_step = build_report(*make_config(tmp_path, concepts, resolution="96x72", bucket_step=64))
+    assert off_step.warnings == [
+        "resolution '96x72' is not a multiple of the bucket step 64; it is used as given",
+        "bucket 96x72: 1 image smaller than the bucket (upscaled)",
+    ]
+    assert [item.bucket for item in off_step.items] == [(96, 72)]

@@ -1,6 +1,6 @@
 """Datasets: concept scanning, aspect-ratio buckets and the dataset report. Imports neither torch nor textual."""
 
-from tui_trainer.data.buckets import FAMILY_BUCKET_STEP, bucket_grids, bucket_sizes
+from tui_trainer.data.buckets import bucket_grids, bucket_sizes
 from tui_trainer.data.report import (
     BucketReport,
     DatasetReport,
@@ -12,7 +12,6 @@ from tui_trainer.data.report import (
 from tui_trainer.data.scan import IMAGE_EXTENSIONS, MASK_SUFFIX, SkippedFile
 
 __all__ = [
-    "FAMILY_BUCKET_STEP",
     "IMAGE_EXTENSIONS",
     "MASK_SUFFIX",
     "BucketReport",

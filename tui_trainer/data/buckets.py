@@ -12,20 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from tui_trainer.config.enums import Family, RemainderPolicy
+from tui_trainer.config.enums import RemainderPolicy
 from tui_trainer.config.schema import parse_resolution
 
 T = TypeVar("T")
-
-FAMILY_BUCKET_STEP: dict[Family, int] = {
-    Family.SD15: 8,
-    Family.SD2: 8,
-    Family.SDXL: 64,
-    Family.PIXART_ALPHA: 16,
-    Family.STABLE_CASCADE: 128,
-}
-"""Default bucket side granularity in px per family: one latent pixel (8) for SD1/SD2, SDXL's customary 64,
-one transformer patch (8 x 2) for PixArt-alpha, and Stable Cascade's 128."""
 
 
 @dataclass(frozen=True)

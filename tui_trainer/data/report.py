@@ -13,7 +13,6 @@ from tui_trainer.config.enums import ConceptType, RemainderPolicy
 from tui_trainer.config.io import resolve_path
 from tui_trainer.config.schema import TrainConfig, parse_resolution
 from tui_trainer.data.buckets import (
-    FAMILY_BUCKET_STEP,
     BatchCounts,
     BucketGrid,
     batch_bucket,
@@ -22,6 +21,7 @@ from tui_trainer.data.buckets import (
     choose_bucket,
 )
 from tui_trainer.data.scan import ScanCache, ScannedImage, SkippedFile, scan_concept
+from tui_trainer.models.families import family_spec
 
 
 @dataclass
@@ -219,7 +219,7 @@ def build_report(config: TrainConfig, config_path: str | Path | None = None, *, 
     """
     training = config.training
     effective_batch = training.batch_size * config.distributed.num_processes
-    step = training.bucket_step or FAMILY_BUCKET_STEP[config.model.family]
+    step = training.bucket_step or family_spec(config.model.family).bucket_step
     cache_dir = cache_dir_of(config, config_path) if use_cache else None
     errors: list[str] = []
     warnings: list[str] = []

@@ -386,9 +386,7 @@ def _prompts(concept: ConceptConfig, path: Path | None) -> tuple[tuple[str, ...]
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as error:
         return (), f"prompts_file {str(path)!r} cannot be read: {error.strerror or error}"
-    captions = tuple(
-        _caption(concept, line) for line in lines if line.strip()
-    )
+    captions = tuple(_caption(concept, line) for line in lines if line.strip())
     return captions, "" if captions else f"prompts_file {str(path)!r} has no captions (one per line)"
 
 
@@ -398,7 +396,7 @@ def scan_concept(
     """Scan one concept folder: usable images with sizes, masks and captions; bad files with reasons.
 
     A missing folder, a missing or empty prompts file, or a folder without any usable image is an error
-    naming the concept.
+    naming the concept. An unchanged folder gives back the same (shared, read-only) result object.
     """
     result = ConceptScan()
     label = f"concept {concept.name!r} (concepts[{index}])"
@@ -423,6 +421,7 @@ def scan_concept(
 
 
 def _scan_files(result: ConceptScan, concept: ConceptConfig, root: str, cache: ScanCache, prompts: tuple[str, ...], label: str) -> None:
+    """Fill `result` from the folder's files, through the cache; then save the cache."""
     uncaptioned: list[str] = []
     not_utf8: list[str] = []
     orphan_masks: list[str] = []
