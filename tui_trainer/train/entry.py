@@ -103,6 +103,7 @@ class TrainRecipe:
         self.global_step = 0
         self.epoch = 0
         self.bad_paths: set[str] = set()
+        self.active: dict[str, bool] = {}
         self.latent_cache: LatentCache | None = None
         self.text_cache: TextCache | None = None
         self.started_at = time.time()
@@ -273,14 +274,16 @@ class TrainRecipe:
         )
 
     def _activate_parts(self, epoch: int) -> bool:
-        """Switch each part's training on or off for this step; True when a text encoder trains."""
+        """Switch each part's training on or off for this step (only on a change: train() walks every module);
+        True when a text encoder trains."""
         trains_text = False
         for part in self.parts:
             active = part.config.trains_at(self.global_step, epoch)
-            if active != part.params[0].requires_grad:
+            if self.active.get(part.name) != active:
                 for param in part.params:
                     param.requires_grad_(active)
-            part.module.train(active)
+                part.module.train(active)
+                self.active[part.name] = active
             trains_text |= active and part.name in TEXT_ENCODER_PARTS
         return trains_text
 
