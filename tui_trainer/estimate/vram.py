@@ -34,8 +34,9 @@ WEIGHT_BYTES: dict[WeightDtype, float] = {
     WeightDtype.NF4: 0.5 + 4 / 64,
 }
 """Bytes per stored weight; nf4 adds bitsandbytes' float32 absmax per 64-weight block."""
-QUANTISED_DTYPES = {WeightDtype.FLOAT8, WeightDtype.NF4}
-"""Dtypes applied to nn.Linear weights only; other weights of the part stay 16-bit."""
+LINEAR_ONLY_DTYPES = {WeightDtype.NF4}
+"""Dtypes bitsandbytes applies to nn.Linear weights only; the part's other weights stay 16-bit. (float8 is
+diffusers' layerwise casting, which stores Linear and Conv weights alike, so it counts for the whole part.)"""
 COMPUTE_BYTES: dict[TrainDtype, int] = {TrainDtype.FLOAT32: 4, TrainDtype.TF32: 4, TrainDtype.FLOAT16: 2, TrainDtype.BFLOAT16: 2}
 """Bytes per activation element."""
 ADAPTER_BYTES = 4
@@ -58,6 +59,8 @@ class OptimizerState:
     slots: int
     eight_bit: bool = False
     factored: bool = False
+    initial_copy: bool = False
+    """Also keeps a copy of each tensor's initial value, except of all-zero tensors (Prodigy's p0)."""
 
 
 OPTIMIZER_STATES: dict[OptimizerName, OptimizerState] = {
@@ -65,12 +68,12 @@ OPTIMIZER_STATES: dict[OptimizerName, OptimizerState] = {
     OptimizerName.ADAMW8BIT: OptimizerState(2, eight_bit=True),
     OptimizerName.LION: OptimizerState(1),
     OptimizerName.LION8BIT: OptimizerState(1, eight_bit=True),
-    OptimizerName.PRODIGY: OptimizerState(4),
+    OptimizerName.PRODIGY: OptimizerState(3, initial_copy=True),
     OptimizerName.ADAFACTOR: OptimizerState(1, factored=True),
     OptimizerName.SGD: OptimizerState(0),
     OptimizerName.SCHEDULE_FREE_ADAMW: OptimizerState(2),
 }
-"""State per optimizer (SGD gains one slot with momentum). Prodigy: exp_avg, exp_avg_sq, s, p0."""
+"""State per optimizer (SGD gains one slot with momentum). Prodigy: exp_avg, exp_avg_sq, s, and p0 of non-zero tensors."""
 EIGHT_BIT_BYTES = 1 + 4 / 256
 """bitsandbytes blockwise 8-bit state: one byte plus a float32 absmax per 256 elements."""
 
@@ -84,6 +87,8 @@ class Trainable:
     """Elements in tensors under BNB_MIN_8BIT_NUMEL (8-bit optimizers keep them at 32 bits)."""
     factored_elements: int = 0
     """Adafactor second-moment elements."""
+    zero_init_params: int = 0
+    """Elements of tensors that start as all zeros."""
     element_bytes: float = ADAPTER_BYTES
 
     @classmethod
@@ -93,13 +98,14 @@ class Trainable:
             params=sum(t.numel for t in tensors),
             small_params=sum(t.numel for t in tensors if t.rows * t.cols < BNB_MIN_8BIT_NUMEL),
             factored_elements=sum((t.rows + t.cols) * t.count for t in tensors),
+            zero_init_params=sum(t.numel for t in tensors if t.zero_init),
             element_bytes=element_bytes,
         )
 
     @classmethod
     def from_part(cls, part: PartSpec, element_bytes: float) -> Trainable:
         """A whole part trained (finetune)."""
-        return cls(part.params, part.small_tensor_params, part.factored_state_elements, element_bytes)
+        return cls(part.params, part.small_tensor_params, part.factored_state_elements, 0, element_bytes)
 
     @property
     def bytes(self) -> int:
@@ -108,11 +114,12 @@ class Trainable:
 
     def optimizer_bytes(self, state: OptimizerState) -> int:
         """Optimizer state bytes for these tensors."""
+        copies = (self.params - self.zero_init_params) * self.element_bytes if state.initial_copy else 0
         if state.factored:
             return round(self.factored_elements * self.element_bytes)
         if state.eight_bit:
             return round(state.slots * ((self.params - self.small_params) * EIGHT_BIT_BYTES + self.small_params * 4))
-        return round(state.slots * self.params * self.element_bytes)
+        return round(state.slots * self.params * self.element_bytes + copies)
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,7 @@ class Estimate:
     suggestions: list[Suggestion] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     phases: dict[str, int] = field(default_factory=dict)
-    """Peak bytes of every phase that happens (training_step, latent_caching, sampling)."""
+    """Peak bytes of every phase that happens (training_step, latent_caching, text_caching, sampling)."""
     gpu: GpuInfo | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -260,8 +267,8 @@ def plan_from_config(
 
 
 def _weight_bytes(part: PartSpec, dtype: WeightDtype) -> int:
-    """Stored bytes of a part; fp8 / nf4 apply to its Linear weights, the rest stays 16-bit."""
-    if dtype in QUANTISED_DTYPES:
+    """Stored bytes of a part; nf4 applies to its Linear weights, the rest stays 16-bit."""
+    if dtype in LINEAR_ONLY_DTYPES:
         return round(part.linear_weight_params * WEIGHT_BYTES[dtype] + (part.params - part.linear_weight_params) * 2)
     return round(part.params * WEIGHT_BYTES[dtype])
 
@@ -382,9 +389,10 @@ def _phases(plan: Plan) -> tuple[dict[str, int], dict[str, int], dict[str, PartE
     phases = {"training_step": sum(breakdown.values())}
     if plan.cache_latents:
         encode = _autoencoder_pass_bytes(plan, plan.width, plan.height, plan.spec.encode_bytes_per_pixel)
-        caching_parts = {plan.spec.autoencoder.name} | ({p.name for p in plan.spec.text_encoders} if plan.cache_text else set())
-        loaded = sum(parts[name].bytes for name in caching_parts)
-        phases["latent_caching"] = round(loaded + encode + CUDA_CONTEXT_BYTES)
+        phases["latent_caching"] = round(parts[plan.spec.autoencoder.name].bytes + encode + CUDA_CONTEXT_BYTES)
+    if plan.cache_text:
+        encoders = [part.name for part in plan.spec.text_encoders]
+        phases["text_caching"] = round(sum(parts[name].bytes for name in encoders) + CUDA_CONTEXT_BYTES)
     if plan.sample_sizes:
         held = frozen_weights + trainable + optimizer + CUDA_CONTEXT_BYTES
         loaded_for_sampling = sum(p.bytes for p in parts.values() if not p.resident)
@@ -431,7 +439,7 @@ def _candidate_changes(plan: Plan) -> list[tuple[str, Plan | None]]:
          if plan.dtypes[plan.spec.autoencoder.name] is WeightDtype.FLOAT32 else None),
         ("model.unet_dtype = 'float8'",
          replace(plan, dtypes={**plan.dtypes, denoiser: WeightDtype.FLOAT8})
-         if frozen_base and plan.dtypes[denoiser] not in QUANTISED_DTYPES else None),
+         if frozen_base and plan.dtypes[denoiser] not in (WeightDtype.FLOAT8, WeightDtype.NF4) else None),
         ("model.unet_dtype = 'nf4'",
          replace(plan, dtypes={**plan.dtypes, denoiser: WeightDtype.NF4})
          if frozen_base and plan.dtypes[denoiser] is not WeightDtype.NF4 else None),

@@ -11,7 +11,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Iterable
 
-from tui_trainer.models.families import FamilySpec, LayerShape, PartSpec
+from tui_trainer.models.families import BNB_MIN_8BIT_NUMEL, FamilySpec, LayerShape, PartSpec
 
 
 def parameter_count(module) -> int:
@@ -41,12 +41,36 @@ def adapter_layer_shapes(module, targets: Iterable[str]) -> tuple[LayerShape, ..
     return tuple(LayerShape(fan_in, fan_out, count) for (fan_in, fan_out), count in sorted(shapes.items()))
 
 
+def small_tensor_params(module, limit: int = BNB_MIN_8BIT_NUMEL) -> int:
+    """Parameters in tensors with fewer than `limit` elements."""
+    return sum(p.numel() for p in module.parameters() if p.numel() < limit)
+
+
+def factored_state_elements(module) -> int:
+    """Adafactor's second-moment elements: row + column factors of >= 2-D tensors, full size of the others."""
+    return sum(p.numel() // p.shape[-1] + p.numel() // p.shape[-2] if p.dim() >= 2 else p.numel() for p in module.parameters())
+
+
+def linear_weight_params(module) -> int:
+    """Parameters in nn.Linear weights."""
+    import torch
+
+    return sum(layer.weight.numel() for layer in module.modules() if isinstance(layer, torch.nn.Linear))
+
+
 def measured_part(part: PartSpec, module) -> PartSpec:
-    """`part` with its parameter count and adapter layer shapes measured from `module`."""
+    """`part` with every count and adapter layer shape measured from `module`."""
     layers = {
         targets: adapter_layer_shapes(module, names) for targets, names in part.lora_target_modules.items()
     }
-    return dataclasses.replace(part, params=parameter_count(module), lora_layers=layers)
+    return dataclasses.replace(
+        part,
+        params=parameter_count(module),
+        small_tensor_params=small_tensor_params(module),
+        factored_state_elements=factored_state_elements(module),
+        linear_weight_params=linear_weight_params(module),
+        lora_layers=layers,
+    )
 
 
 def measured_spec(spec: FamilySpec, modules: dict) -> FamilySpec:

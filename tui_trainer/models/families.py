@@ -40,6 +40,8 @@ class TensorShape:
     rows: int
     cols: int
     count: int
+    zero_init: bool = False
+    """peft initialises it to zeros (so the adapter starts as a no-op)."""
 
     @property
     def numel(self) -> int:
@@ -62,17 +64,18 @@ def factorization(dimension: int) -> tuple[int, int]:
 
 
 def _lora_tensors(layer: LayerShape, rank: int) -> tuple[TensorShape, ...]:
-    return TensorShape(rank, layer.fan_in, layer.count), TensorShape(layer.fan_out, rank, layer.count)
+    return TensorShape(rank, layer.fan_in, layer.count), TensorShape(layer.fan_out, rank, layer.count, zero_init=True)
 
 
 def _loha_tensors(layer: LayerShape, rank: int) -> tuple[TensorShape, ...]:
-    return _lora_tensors(layer, rank) * 2
+    first = (TensorShape(layer.fan_out, rank, layer.count), TensorShape(rank, layer.fan_in, layer.count))
+    return *first, first[0], replace(first[1], zero_init=True)
 
 
 def _lokr_tensors(layer: LayerShape, rank: int) -> tuple[TensorShape, ...]:
     out_small, out_large = factorization(layer.fan_out)
     in_small, in_large = factorization(layer.fan_in)
-    kron_left = TensorShape(out_small, in_small, layer.count)
+    kron_left = TensorShape(out_small, in_small, layer.count, zero_init=True)
     if rank >= max(out_large, in_large) / 2:
         return kron_left, TensorShape(out_large, in_large, layer.count)
     return kron_left, TensorShape(out_large, rank, layer.count), TensorShape(rank, in_large, layer.count)
@@ -109,7 +112,7 @@ class PartSpec:
     lora_layers: dict[LoraTargets, tuple[LayerShape, ...]] = field(default_factory=dict)
     """Shapes of the layers those target names select."""
     linear_weight_params: int = 0
-    """Parameters in nn.Linear weights: the ones fp8 / nf4 storage quantises (convs, norms, embeddings stay 16-bit)."""
+    """Parameters in nn.Linear weights: the ones nf4 storage quantises (convs, norms, embeddings stay 16-bit)."""
     verified: bool = True
     """The counts are checked against a meta-device build in the tests."""
 

@@ -1,0 +1,45 @@
+"""Published constructor configs of the real architectures (copied from the project's reference data), for
+building them on torch's meta device in the registry tests."""
+
+SD15_UNET = {"act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False, "cross_attention_dim": 768, "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"], "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64, "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]}
+SD21_UNET = {"act_fn": "silu", "attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False, "cross_attention_dim": 1024, "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"], "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 96, "use_linear_projection": True, "upcast_attention": True, "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]}
+SDXL_UNET = {"act_fn": "silu", "addition_embed_type": "text_time", "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20], "block_out_channels": [320, 640, 1280], "center_input_sample": False, "cross_attention_dim": 2048, "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "projection_class_embeddings_input_dim": 2816, "sample_size": 128, "transformer_layers_per_block": [1, 2, 10], "use_linear_projection": True, "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]}
+CLIP_L = {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu", "projection_dim": 768}
+OPEN_CLIP_H = {"vocab_size": 49408, "hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16, "num_hidden_layers": 23, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 512}
+OPEN_CLIP_BIG_G = {"vocab_size": 49408, "hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20, "num_hidden_layers": 32, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 1280}
+SD_VAE = {"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"], "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"], "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 512, "scaling_factor": 0.18215}
+PIXART_ALPHA_1024 = {
+    "num_attention_heads": 16, "attention_head_dim": 72, "in_channels": 4, "out_channels": 8, "num_layers": 28,
+    "cross_attention_dim": 1152, "attention_bias": True, "sample_size": 128, "patch_size": 2,
+    "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000, "norm_type": "ada_norm_single",
+    "norm_elementwise_affine": False, "norm_eps": 1e-6, "caption_channels": 4096,
+}
+STABLE_CASCADE_C = {
+    "in_channels": 16, "out_channels": 16, "timestep_ratio_embedding_dim": 64, "patch_size": 1, "conditioning_dim": 2048,
+    "block_out_channels": [2048, 2048], "num_attention_heads": [32, 32], "down_num_layers_per_block": [8, 24],
+    "up_num_layers_per_block": [24, 8], "down_blocks_repeat_mappers": [1, 1], "up_blocks_repeat_mappers": [1, 1],
+    "block_types_per_layer": [["SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock"]] * 2,
+    "clip_text_in_channels": 1280, "clip_text_pooled_in_channels": 1280, "clip_image_in_channels": 768, "clip_seq": 4,
+    "effnet_in_channels": None, "pixel_mapper_in_channels": None, "kernel_size": 3, "dropout": [0.1, 0.1],
+    "self_attn": True, "timestep_conditioning_type": ["sca", "crp"], "switch_level": [False],
+}
+STABLE_CASCADE_C_LITE = {
+    **STABLE_CASCADE_C, "conditioning_dim": 1536, "block_out_channels": [1536, 1536], "num_attention_heads": [24, 24],
+    "down_num_layers_per_block": [4, 12], "up_num_layers_per_block": [12, 4],
+}
+T5_V1_1_XXL = {
+    "vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
+    "relative_attention_num_buckets": 32, "feed_forward_proj": "gated-gelu", "is_encoder_decoder": False,
+}
+
+REFERENCE_COUNTS = {
+    "sd15.unet": 859_520_964, "sd15.text_encoder": 123_060_480, "sd15.vae": 83_653_863,
+    "sd2.unet": 865_910_724, "sd2.text_encoder": 340_387_840,
+    "sdxl.unet": 2_567_463_684, "sdxl.text_encoder_2": 694_659_840,
+    "pixart_alpha.transformer": 611_349_152, "pixart_alpha.text_encoder": 4_762_310_656,
+    "stable_cascade.prior": 3_589_103_632, "stable_cascade-lite.prior": 1_030_785_040,
+}
+"""Published / reference parameter counts."""
+LORA_PER_RANK_KOHYA_FULL = {"sd15.unet": 423_936, "sd2.unet": 432_128, "sdxl.unet": 2_659_840,
+                            "sd15.text_encoder": 165_888, "sd2.text_encoder": 423_936, "sdxl.text_encoder_2": 737_280}
+LORA_PER_RANK_ATTENTION = {"sd15.unet": 199_296, "sdxl.unet": 1_451_520}
