@@ -1,0 +1,302 @@
+"""The editor, keyboard only: live VRAM and buckets, optimizer memory, validation, files, keymap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tui_support import GIB, fake_estimate, make_app, screen_text, services, wait_for
+from tui_trainer.config import dump_config, load_config, load_preset
+from tui_trainer.devkit.datasets import make_dataset
+from tui_trainer.tui.screens.editor import EditorScreen
+from tui_trainer.tui.widgets.bucket_table import BucketTable
+from tui_trainer.tui.widgets.field_editor import FieldEditor
+from tui_trainer.tui.widgets.vram_panel import VramPanel
+
+
+def write_preset(path: Path, name: str = "sd15-lora") -> Path:
+    path.write_text(dump_config(load_preset(name)))
+    return path
+
+
+async def open_editor(pilot, app) -> EditorScreen:
+    await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen.current.built
+                   and app.focused is not None)
+    return app.screen
+
+
+async def goto(pilot, screen: EditorScreen, section: str) -> None:
+    await screen.show_section(section, focus=True)
+    await wait_for(pilot, lambda: screen.current.SECTION == section and pilot.app.focused is not None)
+
+
+async def focus(pilot, widget) -> None:
+    widget.focus()
+    await wait_for(pilot, lambda: pilot.app.focused is widget)
+
+
+async def retype(pilot, text: str) -> None:
+    await pilot.press("end", "ctrl+u", *text)
+
+
+def test_importing_and_starting_the_app_leaves_torch_out(tmp_path: Path):
+    code = (
+        "import asyncio, sys\n"
+        "from tui_trainer.tui.app import TrainerApp\n"
+        "async def main():\n"
+        "    async with TrainerApp(state_dir=sys.argv[1], config_dir=sys.argv[1]).run_test() as pilot:\n"
+        "        await pilot.press('pagedown')\n"
+        "        await pilot.pause(0.3)\n"
+        "asyncio.run(main())\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'diffusers' not in sys.modules, 'diffusers was imported'\n"
+        "print('clean')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "clean"
+
+
+async def test_batch_size_changes_the_vram_total(tmp_path: Path):
+    config = write_preset(tmp_path / "c.toml")
+    app = make_app(tmp_path, config)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_editor(pilot, app)
+        panel = screen.query_one(VramPanel)
+        await wait_for(pilot, lambda: panel.estimate is not None)
+        before = panel.estimate.total_bytes
+        await goto(pilot, screen, "training")
+        await pilot.press("tab")  # resolution -> batch size
+        await retype(pilot, "8")
+        await wait_for(pilot, lambda: panel.estimate.total_bytes != before)
+        assert panel.estimate.total_bytes > before
+        assert f"total {panel.estimate.total_bytes / GIB:.1f}" in screen_text(app)
+        assert app.document.config.training.batch_size == 8
+
+
+async def test_over_budget_turns_red_and_lists_suggestions(tmp_path: Path):
+    config = write_preset(tmp_path / "c.toml")
+    app = make_app(tmp_path, config, services=services(estimate=fake_estimate), target_bytes=3 * GIB)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_editor(pilot, app)
+        panel = screen.query_one(VramPanel)
+        await wait_for(pilot, lambda: panel.has_class("-over"))
+        assert "over by" in screen_text(app) and "→ batch 1 + accumulation" in screen_text(app)
+        await focus(pilot, screen.query_one("#vram-target"))
+        await retype(pilot, "48")
+        await wait_for(pilot, lambda: not panel.has_class("-over"))
+        assert "fits" in screen_text(app)
+
+
+async def test_adding_a_concept_folder_shows_bucket_rows(tmp_path: Path):
+    make_dataset(tmp_path / "data" / "dog", ((64, 64, 4), (96, 64, 3)))
+    config = write_preset(tmp_path / "c.toml")
+    app = make_app(tmp_path, config)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_editor(pilot, app)
+        table = screen.query_one(BucketTable)
+        await wait_for(pilot, lambda: "no concepts yet" in screen_text(app))
+        await goto(pilot, screen, "concepts")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: "New concept" in screen_text(app))
+        await retype(pilot, "dog")
+        await pilot.press("tab", *"data/dog", "enter")
+        await wait_for(pilot, lambda: table.report is not None and table.report.buckets)
+        assert [c.path for c in app.document.config.concepts] == ["data/dog"]
+        text = screen_text(app)
+        assert "Concepts (1)" in text
+        for bucket in table.report.buckets:
+            assert f"{bucket.width}x{bucket.height}" in text
+        assert table.report.total_images == 7
+
+
+async def test_concept_list_edit_toggle_reorder_remove(tmp_path: Path):
+    config_path = tmp_path / "c.toml"
+    config = load_preset("sd15-lora")
+    config.concepts = [{"name": "a", "path": "a"}, {"name": "b", "path": "b"}]
+    config_path.write_text(dump_config(config))
+    app = make_app(tmp_path, config_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_editor(pilot, app)
+        await goto(pilot, screen, "concepts")
+        names = lambda: [c.name for c in app.document.config.concepts]  # noqa: E731
+        await pilot.press("shift+down")
+        await wait_for(pilot, lambda: names() == ["b", "a"])
+        await pilot.press("space")
+        await wait_for(pilot, lambda: not app.document.config.concepts[1].enabled)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "Edit concept 2" in screen_text(app))
+        await retype(pilot, "renamed")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: names() == ["b", "renamed"])
+        await pilot.press("shift+up", "x")
+        await wait_for(pilot, lambda: names() == ["b"])
+        assert app.document.dirty
+
+
+async def test_optimizer_switch_restores_each_optimizers_settings(tmp_path: Path):
+    config = write_preset(tmp_path / "c.toml")
+    app = make_app(tmp_path, config)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_editor(pilot, app)
+        await goto(pilot, screen, "optimizer")
+
+        async def choose(name: str) -> None:
+            select = screen.query_one("#field-optimizer-name .field-editor")
+            await focus(pilot, select)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: select.expanded)
+            options = [value for value, _ in [("adamw", 0), ("adamw8bit", 0), ("adafactor", 0), ("prodigy", 0),
+                                                   ("lion", 0), ("lion8bit", 0), ("sgd", 0), ("schedule_free_adamw", 0)]]
+            current = options.index(app.document.config.optimizer.name.value)
+            step = "down" if options.index(name) > current else "up"
+            await pilot.press(*[step] * abs(options.index(name) - current), "enter")
+            await wait_for(pilot, lambda: app.document.config.optimizer.name.value == name
+                           and f"{name} settings" in screen_text(app))
+
+        await choose("adamw")
+        beta1 = screen.query_one("#field-optimizer-settings-adamw-beta1 .field-editor")
+        await focus(pilot, beta1)
+        await retype(pilot, "0.8")
+        await pilot.press("tab")
+        await retype(pilot, "0.95")
+        await wait_for(pilot, lambda: app.document.config.optimizer.settings.adamw.beta2 == 0.95)
+        await choose("prodigy")
+        assert "D coef" in screen_text(app)
+        await choose("adamw")
+        assert screen.query_one("#field-optimizer-settings-adamw-beta1 .field-editor").value == "0.8"
+        assert screen.query_one("#field-optimizer-settings-adamw-beta2 .field-editor").value == "0.95"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not app.document.dirty)
+    saved = load_config(config)
+    assert saved.optimizer.name.value == "adamw"
+    assert (saved.optimizer.settings.adamw.beta1, saved.optimizer.settings.adamw.beta2) == (0.8, 0.95)
+
+
+async def test_invalid_learning_rate_shows_the_reason_and_blocks_saving(tmp_path: Path):
+    config = write_preset(tmp_path / "c.toml")
+    original = config.read_text()
+    app = make_app(tmp_path, config)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_editor(pilot, app)
+        await goto(pilot, screen, "optimizer")
+        await pilot.press("tab")  # name -> learning rate
+        await retype(pilot, "2")
+        reason = "2.0 is out of range; allowed: > 0 and <= 1"
+        editor = screen.query_one("#field-optimizer-learning_rate", FieldEditor)
+        await wait_for(pilot, lambda: "2.0 is out of" in screen_text(app))
+        assert editor.has_class("-invalid") and editor.reason == reason
+        assert app.document.invalid == {"optimizer.learning_rate": reason}
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: screen.current.SECTION == "review")
+        assert "Cannot save yet." in screen_text(app)
+        assert f"optimizer.learning_rate: {reason}" in screen.current.lines[0]
+        assert config.read_text() == original
+        await goto(pilot, screen, "optimizer")
+        await pilot.press("tab")
+        await retype(pilot, "abc")
+        await wait_for(pilot, lambda: "'abc' is not a" in screen_text(app))
+        await retype(pilot, "0.0003")
+        await wait_for(pilot, lambda: not app.document.invalid)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not app.document.dirty)
+    assert load_config(config).optimizer.learning_rate == 0.0003
+
+
+async def test_opening_a_broken_file_keeps_the_current_state(tmp_path: Path):
+    config = write_preset(tmp_path / "c.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[model]\nbase_model = "x"\n[training]\nbatch_size = 0\nbatch_sise = 2\n')
+    app = make_app(tmp_path, config)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_editor(pilot, app)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: "Open" in screen_text(app) and app.focused is not None)
+        await pilot.press(*str(broken), "enter")
+        await wait_for(pilot, lambda: "not opened" in screen_text(app))
+        text = screen_text(app)
+        assert "training.batch_size: 0 is out of range" in text
+        assert "did you mean 'training.batch_size'?" in text
+        assert "Your current settings are kept." in text
+        await pilot.press("escape")
+        assert app.document.path == config.resolve()
+        assert app.document.config == load_config(config)
+
+
+async def test_file_changed_on_disk_is_reloaded(tmp_path: Path):
+    config = write_preset(tmp_path / "c.toml")
+    app = make_app(tmp_path, config)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_editor(pilot, app)
+        changed = load_preset("sd15-lora")
+        changed.training.epochs = 77
+        config.write_text(dump_config(changed) + "\n# edited elsewhere\n")
+        await wait_for(pilot, lambda: app.document.config.training.epochs == 77)
+        config.write_text("this is [not toml\n")
+        await wait_for(pilot, lambda: "has errors" in screen_text(app))
+        assert app.document.config.training.epochs == 77
+
+
+async def test_quit_with_unsaved_changes_asks_first(tmp_path: Path):
+    config = write_preset(tmp_path / "c.toml")
+    app = make_app(tmp_path, config)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_editor(pilot, app)
+        await goto(pilot, screen, "training")
+        await pilot.press("tab", "ctrl+u", "3")
+        await wait_for(pilot, lambda: app.document.dirty)
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: "unsaved changes" in screen_text(app))
+        await pilot.press("tab", "tab", "enter")  # Save -> Quit without saving -> Cancel
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
+        assert app.is_running
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: "unsaved changes" in screen_text(app))
+        await pilot.press("enter")  # Save
+        await wait_for(pilot, lambda: not app.is_running)
+    assert load_config(config).training.batch_size == 3
+
+
+async def test_keymap_file_remaps_a_binding(tmp_path: Path):
+    config = write_preset(tmp_path / "c.toml")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "keymap.toml").write_text('save = "f5"\nsaev = "f6"\n')
+    app = make_app(tmp_path, config)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_editor(pilot, app)
+        messages = lambda: [notification.message for notification in app._notifications]  # noqa: E731
+        await wait_for(pilot, lambda: any("unknown binding id 'saev'; did you mean 'save'?" in m for m in messages()))
+        await goto(pilot, screen, "training")
+        await pilot.press("tab", "ctrl+u", "5")
+        await wait_for(pilot, lambda: app.document.dirty)
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: not app.document.dirty)
+        assert "f5 Save" in screen_text(app)
+    assert load_config(config).training.batch_size == 5
+
+
+async def test_recent_files_are_offered_on_start(tmp_path: Path):
+    config = write_preset(tmp_path / "c.toml")
+    async with make_app(tmp_path, config).run_test() as pilot:
+        await open_editor(pilot, pilot.app)
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: str(config.resolve()) in screen_text(app))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
+        assert app.document.path == config.resolve()
+
+
+async def test_command_palette_lists_actions_and_sections(tmp_path: Path):
+    config = write_preset(tmp_path / "c.toml")
+    app = make_app(tmp_path, config)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_editor(pilot, app)
+        await pilot.press("ctrl+p")
+        await pilot.press(*"go to dist")
+        await wait_for(pilot, lambda: "Go to Distributed" in screen_text(app))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen.current.SECTION == "distributed")
+        await pilot.press("ctrl+p", *"save as")
+        await wait_for(pilot, lambda: "keymap id: save_as" in screen_text(app))

@@ -1,0 +1,54 @@
+"""The wizard, keyboard only: from nothing to a saved TOML equal to an expected file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tui_support import make_app, screen_text, wait_for
+from tui_trainer.tui.screens.editor import EditorScreen
+
+EXPECTED = Path(__file__).parent / "tui_data" / "wizard-sd15-lora.toml"
+
+
+async def retype(pilot, text: str) -> None:
+    await pilot.press("end", "ctrl+u", *text)
+
+
+async def test_wizard_from_nothing_to_saved_toml(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = make_app(tmp_path)
+    target = tmp_path / "wizard-run.toml"
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: "New run" in screen_text(app))
+        await pilot.press("tab", "enter", "down", "down", "enter")  # method: lora -> embedding -> finetune
+        await pilot.press("enter", "up", "up", "enter")  # ... and back to lora
+        await pilot.press("pagedown")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
+        await wait_for(pilot, lambda: "Model & method" in screen_text(app) and app.focused is not None)
+        await pilot.press("tab", "tab")  # method -> family -> base model
+        await retype(pilot, "my/base-model")
+        await pilot.press("pagedown", "tab", "tab")  # workspace: dir -> cache dir -> run name
+        await retype(pilot, "wizard-run")
+        await pilot.press("pagedown", "pagedown")  # concepts, samples
+        await wait_for(pilot, lambda: "Samples (0)" in screen_text(app))
+        await pilot.press("a")
+        await wait_for(pilot, lambda: "New sample" in screen_text(app))
+        await pilot.press(*"a photo of sks dog", "enter")
+        await wait_for(pilot, lambda: "Samples (1)" in screen_text(app))
+        await pilot.press("pagedown", "pagedown", "tab")  # backup & save, training: resolution -> batch size
+        await retype(pilot, "4")
+        await pilot.press("pagedown", "tab")  # optimizer: name -> learning rate
+        await retype(pilot, "0.0002")
+        await pilot.press("pagedown", "pagedown")  # scheduler, LoRA: type -> rank
+        await pilot.press("tab")
+        await retype(pilot, "8")
+        await pilot.press("pagedown", "pagedown")  # distributed, review
+        await wait_for(pilot, lambda: "Ready to save" in screen_text(app))
+        assert "concepts: no enabled concept" in screen_text(app)
+        await pilot.press("pagedown")  # on the review page: save -> asks for a name
+        await wait_for(pilot, lambda: "Save as" in screen_text(app))
+        assert app.screen.query_one("#path").value == str(target)  # the run name in the current folder
+        await pilot.press("enter")
+        await wait_for(pilot, target.exists)
+        await wait_for(pilot, lambda: "wizard-run.toml  editor" in screen_text(app))
+    assert target.read_text() == EXPECTED.read_text()

@@ -1,0 +1,1 @@
+"""The Textual app. Imports core and runs, never torch."""

@@ -1,0 +1,143 @@
+"""The tui-trainer app: start page or editor, file state, keymap, command palette. Never imports torch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_config_dir, user_state_dir
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from tui_trainer.config import ConfigError, TrainConfig, load_preset
+from tui_trainer.tui.document import ConfigDocument
+from tui_trainer.tui.keymap import KEYMAP_FILE, binding_ids, load_keymap
+from tui_trainer.tui.recent import RecentFiles
+from tui_trainer.tui.screens.confirm import ConfirmDialog
+from tui_trainer.tui.screens.editor import EditorScreen
+from tui_trainer.tui.screens.problems import ProblemsDialog
+from tui_trainer.tui.screens.start import StartScreen
+from tui_trainer.tui.services import Services
+from tui_trainer.tui.widgets.record_list import RecordList
+
+APP_NAME = "tui-trainer"
+
+
+class TrainerApp(App[None]):
+    """Set up a training run: a wizard for new configs, section screens for existing ones."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = APP_NAME
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", id="quit", priority=True)]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+
+    def __init__(self, config_path: str | Path | None = None, *, services: Services | None = None,
+                 state_dir: str | Path | None = None, config_dir: str | Path | None = None,
+                 target_bytes: int | None = None, cursor_blink: bool = True) -> None:
+        super().__init__()
+        self.config_path = Path(config_path) if config_path else None
+        self.services = services if services is not None else Services.default()
+        self.recent = RecentFiles(Path(state_dir or user_state_dir(APP_NAME)))
+        self.keymap_file = Path(config_dir or user_config_dir(APP_NAME)) / KEYMAP_FILE
+        self.target_bytes = target_bytes
+        self.cursor_blink = cursor_blink
+        self.gpu_probe: Any = None
+
+    def on_mount(self) -> None:
+        self._apply_keymap()
+        if self.config_path is None:
+            self.push_screen(StartScreen(self.recent.load()))
+        elif not self.config_path.exists():
+            self.push_screen(StartScreen(self.recent.load()))
+            self.notify(f"{self.config_path} does not exist yet: pick a preset; Save will ask where to write it.")
+        else:
+            self.open_file(self.config_path, fallback=True)
+
+    def _apply_keymap(self) -> None:
+        known = binding_ids((TrainerApp, EditorScreen, StartScreen, RecordList))
+        keymap, problems = load_keymap(self.keymap_file, known)
+        self.set_keymap(keymap)
+        for problem in problems:
+            self.notify(problem, severity="warning", title="Keymap")
+
+    def editor(self, document: ConfigDocument, *, wizard: bool = False) -> EditorScreen:
+        """A new editor screen for a document."""
+        return EditorScreen(document, self.services, wizard=wizard, target_bytes=self.target_bytes)
+
+    def open_file(self, path: Path, *, fallback: bool = False) -> None:
+        """Open a config in the editor; on errors show them (and the start page when nothing is open)."""
+        try:
+            document = ConfigDocument.open(path)
+        except ConfigError as error:
+            if fallback:
+                self.push_screen(StartScreen(self.recent.load()))
+            self.push_screen(ProblemsDialog(f"{path} not opened", [str(problem) for problem in error.problems]))
+            return
+        self.remember(document.path)
+        self._show_editor(document)
+
+    def _show_editor(self, document: ConfigDocument, *, wizard: bool = False) -> None:
+        screen = self.editor(document, wizard=wizard)
+        if isinstance(self.screen, StartScreen):
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    def start_wizard(self, preset: str) -> None:
+        """A new, unsaved document from a preset, walked section by section."""
+        config: TrainConfig = load_preset(preset)
+        self._show_editor(ConfigDocument(config=config, path=self.config_path, dirty=True), wizard=True)
+
+    def on_start_screen_new_run(self, message: StartScreen.NewRun) -> None:
+        self.start_wizard(message.preset)
+
+    def on_start_screen_open_file(self, message: StartScreen.OpenFile) -> None:
+        self.open_file(message.path)
+
+    def remember(self, path: Path | None) -> None:
+        """Add a file to the recent-files list (never fails the caller)."""
+        if path is None:
+            return
+        try:
+            self.recent.add(path)
+        except OSError as error:
+            self.notify(f"could not update recent files: {error}", severity="warning")
+
+    @property
+    def document(self) -> ConfigDocument | None:
+        """The document of the editor on screen, if any."""
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, EditorScreen):
+                return screen.document
+        return None
+
+    async def action_quit(self) -> None:
+        """Quit; unsaved changes are confirmed first."""
+        document = self.document
+        if document is None or not document.dirty:
+            self.exit()
+            return
+        self.push_screen(
+            ConfirmDialog("You have unsaved changes.", {"save": "Save", "discard": "Quit without saving",
+                                                        "cancel": "Cancel"}),
+            self._quit_answered,
+        )
+
+    def _quit_answered(self, answer: str | None) -> None:
+        editor = next((s for s in reversed(self.screen_stack) if isinstance(s, EditorScreen)), None)
+        if answer == "discard":
+            self.exit()
+        elif answer == "save" and editor is not None:
+            editor.action_save()
+            if not editor.document.dirty:
+                self.exit()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        editor = next((s for s in reversed(self.screen_stack) if isinstance(s, EditorScreen)), None)
+        if editor is not None:
+            yield from editor.commands()
+        yield SystemCommand("Keymap file", f"remap keys by id in {self.keymap_file}",
+                            lambda: self.notify(f"Keymap: {self.keymap_file}\nexample: save = \"ctrl+s,f2\""))

@@ -1,0 +1,1 @@
+"""Screens of the TUI: the start page, the section editor (also the wizard), its section panes and dialogs."""

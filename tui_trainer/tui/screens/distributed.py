@@ -1,0 +1,13 @@
+"""Distributed: processes (GPUs) and accelerate's mixed precision."""
+
+from __future__ import annotations
+
+from tui_trainer.tui.screens.section import Group, SectionPane
+
+
+class DistributedPane(SectionPane):
+    """Multi-GPU settings."""
+
+    SECTION = "distributed"
+    TITLE = "Distributed"
+    GROUPS = (Group("Distributed", "distributed"),)
