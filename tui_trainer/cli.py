@@ -124,6 +124,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK if code == 0 else EXIT_ERROR
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """Print the VRAM estimate of a config against the GPU or --gpu-memory (or its JSON); exit 2 on config errors."""
+    import json
+
+    from tui_trainer.config import ConfigError, load_config
+    from tui_trainer.estimate import estimate, probe_gpus
+    from tui_trainer.estimate.report import format_estimate, parse_size
+
+    try:
+        config = load_config(args.config)
+        target = parse_size(args.gpu_memory) if args.gpu_memory else None
+    except ConfigError as error:
+        _print_problems(error.problems)
+        return EXIT_USAGE
+    except ValueError as error:
+        print(f"error: --gpu-memory: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    probe = probe_gpus()
+    result = estimate(config, probe.gpus[0] if probe.gpus else None, target_bytes=target)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        title = f"{args.config} ({config.model.family.value}, {config.method.value})"
+        sys.stdout.write(format_estimate(result, title, probe.message))
+    return EXIT_OK
+
+
 def not_yet_available(name: str) -> Callable[[argparse.Namespace], int]:
     """A handler for a subcommand whose feature has not landed yet."""
 
@@ -178,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     estimate = commands.add_parser("estimate", help="estimate VRAM for a config")
     estimate.add_argument("config")
-    estimate.set_defaults(handler=not_yet_available("estimate"))
+    estimate.add_argument("--gpu-memory", metavar="SIZE", help="budget against this size (e.g. 24GiB) instead of the detected GPU")
+    estimate.add_argument("--json", action="store_true", help="print JSON")
+    estimate.set_defaults(handler=cmd_estimate)
 
     buckets = commands.add_parser("buckets", help="show aspect-ratio buckets for a config")
     buckets.add_argument("config")
