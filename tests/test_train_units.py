@@ -246,3 +246,23 @@ def test_out_of_memory_hint_comes_from_the_vram_estimator():
     config = _config(extra='[[concepts]]\nname = "a"\npath = "."\n')
     best = max(estimate(config).suggestions, key=lambda suggestion: suggestion.saves_bytes)
     assert oom_hint(config).startswith(f"{best.change} (saves ")
+
+
+def test_pickle_refusal_ends_the_run_with_an_error_event(tmp_path: Path):
+    import json
+
+    from tui_trainer.devkit.datasets import make_dataset
+    from tui_trainer.train.entry import train_file
+    from tui_trainer.train.loading import pickle_refusal
+
+    from train_support import write_config
+
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"not really a pickle")
+    config = write_config(tmp_path, checkpoint, make_dataset(tmp_path / "data", ((64, 64, 2),)))
+    code, run = train_file(config, console=None)
+    events = [json.loads(line) for line in run.events_file.read_text().splitlines()]
+    (error,) = [event for event in events if event["type"] == "error"]
+    assert code == 1 and error["message"] == pickle_refusal(checkpoint)
+    assert events[-1]["type"] == "end" and events[-1]["reason"] == "error"
+    assert json.loads(run.status_file.read_text())["state"] == "failed"

@@ -30,11 +30,11 @@ from tui_trainer.runs.layout import RunDir, create_run_dir
 from tui_trainer.runs.status import RunState
 from tui_trainer.train.caching import LatentCache, TextCache, fill_latent_cache, latent_variants, module_identity
 from tui_trainer.train.dataset import EpochBatches
-from tui_trainer.train.loading import TEXT_ENCODER_PARTS, compute_dtype, input_dtype, load_model
+from tui_trainer.train.loading import TEXT_ENCODER_PARTS, ModelLoadError, compute_dtype, input_dtype, load_model
 from tui_trainer.train.loop import conditioning_for, denoise_loss, encode_latents
 from tui_trainer.train.methods import SavedFile, method_module
 from tui_trainer.train.monitor import RunMonitor, StepTimer
-from tui_trainer.train.optim import build_lr_scheduler, build_optimizer
+from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, build_optimizer
 from tui_trainer.train.saving import kohya_metadata
 
 SMOOTHING = 0.9
@@ -379,10 +379,16 @@ class TrainRecipe:
         return saved
 
     def cleanup(self) -> None:
-        """End trackers (flushes TensorBoard)."""
+        """End trackers (flushes TensorBoard) and forget accelerate's process-wide state."""
+        from accelerate.state import AcceleratorState, GradientState
+
         accelerator = getattr(self, "accelerator", None)
         if accelerator is not None:
             accelerator.end_training()
+        # accelerate keeps one state per process and refuses another mixed precision later; a process that
+        # trains more than once (tests, benchmarks, in-process resume) starts each run fresh.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
 
 
 def _describe(skipped: Any) -> str:
@@ -406,8 +412,8 @@ def train_config(config: TrainConfig, config_path: str | Path | None, config_tex
         reason = recipe.train()
         recipe.save()
         code, state = 0, RunState.FINISHED
-    except TrainError as error:
-        monitor.error(str(error), error.hint)
+    except (TrainError, ModelLoadError, OptimizerUnavailable) as error:
+        monitor.error(str(error), getattr(error, "hint", ""))
     except torch.OutOfMemoryError as error:
         monitor.error(f"CUDA out of memory: {error}".splitlines()[0], oom_hint(config), step=recipe.global_step)
     except KeyboardInterrupt:

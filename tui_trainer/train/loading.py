@@ -103,6 +103,8 @@ def _quantization(dtypes: dict[str, WeightDtype], compute: torch.dtype) -> Any:
     nf4_parts = [part for part, weight in dtypes.items() if weight is WeightDtype.NF4]
     if not nf4_parts:
         return None
+    if not torch.cuda.is_available():
+        raise ModelLoadError(f"nf4 weights ({', '.join(nf4_parts)}) need a CUDA GPU (bitsandbytes 4-bit); use float8 or bfloat16 here")
     from diffusers import PipelineQuantizationConfig
 
     kwargs = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": compute}
