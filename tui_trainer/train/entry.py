@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import math
-import sys
 import time
 import traceback
 from pathlib import Path
