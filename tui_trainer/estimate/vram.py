@@ -7,8 +7,8 @@ its calibration points are in docs/vram.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from tui_trainer.config.enums import (
     AttentionBackend,
@@ -183,9 +183,8 @@ class Estimate:
         }
 
 
-@dataclass(frozen=True)
-class Plan:
-    """The settings the estimate depends on, read once from a TrainConfig."""
+class Plan(NamedTuple):
+    """The settings the estimate depends on, read once from a TrainConfig (a tuple: cheap `_replace` per suggestion)."""
 
     spec: FamilySpec
     method: Method
@@ -354,21 +353,21 @@ def _autoencoder_pass_bytes(plan: Plan, width: int, height: int, bytes_per_pixel
     return round(bytes_per_pixel * width * height * dtype_factor)
 
 
-def _phases(plan: Plan) -> tuple[dict[str, int], dict[str, int], dict[str, PartEstimate]]:
-    """(peak bytes per phase, training-step breakdown, parts)."""
+SGD_WITH_MOMENTUM = OptimizerState(1)
+
+
+def _phases(plan: Plan) -> tuple[dict[str, int], dict[str, int], dict[str, tuple[int, bool]]]:
+    """(peak bytes per phase, training-step breakdown, (bytes, resident) per part)."""
     trained = _trainables(plan)
-    state = OPTIMIZER_STATES[plan.optimizer]
-    if plan.optimizer is OptimizerName.SGD and plan.sgd_momentum:
-        state = replace(state, slots=1)
-    parts: dict[str, PartEstimate] = {}
+    state = SGD_WITH_MOMENTUM if plan.optimizer is OptimizerName.SGD and plan.sgd_momentum else OPTIMIZER_STATES[plan.optimizer]
+    parts: dict[str, tuple[int, bool]] = {}
     frozen_weights = 0
+    finetune = plan.method is Method.FINETUNE
     for name, part in plan.spec.parts.items():
-        dtype = plan.dtypes[name]
-        size = _weight_bytes(part, dtype)
+        size = _weight_bytes(part, plan.dtypes[name])
         resident = _resident(plan, name, part, trained)
-        parts[name] = PartEstimate(part.params, dtype.value, size, resident)
-        fully_trained = plan.method is Method.FINETUNE and name in trained
-        if resident and not fully_trained:
+        parts[name] = (size, resident)
+        if resident and not (finetune and name in trained):
             frozen_weights += size
     trainable = sum(t.bytes for t in trained.values())
     optimizer = sum(t.optimizer_bytes(state) for t in trained.values()) + (trainable if plan.ema else 0)
@@ -389,13 +388,13 @@ def _phases(plan: Plan) -> tuple[dict[str, int], dict[str, int], dict[str, PartE
     phases = {"training_step": sum(breakdown.values())}
     if plan.cache_latents:
         encode = _autoencoder_pass_bytes(plan, plan.width, plan.height, plan.spec.encode_bytes_per_pixel)
-        phases["latent_caching"] = round(parts[plan.spec.autoencoder.name].bytes + encode + CUDA_CONTEXT_BYTES)
+        phases["latent_caching"] = round(parts[plan.spec.autoencoder.name][0] + encode + CUDA_CONTEXT_BYTES)
     if plan.cache_text:
         encoders = [part.name for part in plan.spec.text_encoders]
-        phases["text_caching"] = round(sum(parts[name].bytes for name in encoders) + CUDA_CONTEXT_BYTES)
+        phases["text_caching"] = round(sum(parts[name][0] for name in encoders) + CUDA_CONTEXT_BYTES)
     if plan.sample_sizes:
         held = frozen_weights + trainable + optimizer + CUDA_CONTEXT_BYTES
-        loaded_for_sampling = sum(p.bytes for p in parts.values() if not p.resident)
+        loaded_for_sampling = sum(size for size, resident in parts.values() if not resident)
         profile = plan.spec.activations
         sampling = max(
             max(2 * plan.spec.latent_pixels(w, h) * profile.checkpointed_bytes_per_latent_pixel * INFERENCE_FRACTION,
@@ -415,7 +414,7 @@ def _lower_resolution(plan: Plan) -> Plan | None:
     width, height = (max(step, (side * 3 // 4) // step * step) for side in (plan.width, plan.height))
     if (width, height) == (plan.width, plan.height) or min(width, height) < 256:
         return None
-    return replace(plan, width=width, height=height)
+    return plan._replace(width=width, height=height)
 
 
 def _candidate_changes(plan: Plan) -> list[tuple[str, Plan | None]]:
@@ -426,27 +425,27 @@ def _candidate_changes(plan: Plan) -> list[tuple[str, Plan | None]]:
     text_trains = any(plan.trains[part.name] for part in plan.spec.text_encoders)
     lower = _lower_resolution(plan)
     return [
-        ("training.gradient_checkpointing = true", None if plan.checkpointing else replace(plan, checkpointing=True)),
+        ("training.gradient_checkpointing = true", None if plan.checkpointing else plan._replace(checkpointing=True)),
         (f"optimizer.name = '{eight_bit.value}'",
          None if OPTIMIZER_STATES[plan.optimizer].eight_bit or plan.optimizer in (OptimizerName.SGD, OptimizerName.ADAFACTOR)
-         else replace(plan, optimizer=eight_bit)),
-        ("training.cache_latents = true", None if plan.cache_latents else replace(plan, cache_latents=True)),
+         else plan._replace(optimizer=eight_bit)),
+        ("training.cache_latents = true", None if plan.cache_latents else plan._replace(cache_latents=True)),
         ("training.cache_text_encoder_outputs = true and text encoders frozen",
          None if plan.method is Method.EMBEDDING or (plan.cache_text and not text_trains)
-         else replace(plan, cache_text=True, trains={n: t and n == denoiser for n, t in plan.trains.items()})),
+         else plan._replace(cache_text=True, trains={n: t and n == denoiser for n, t in plan.trains.items()})),
         ("model.vae_dtype = 'bfloat16'",
-         replace(plan, dtypes={**plan.dtypes, plan.spec.autoencoder.name: WeightDtype.BFLOAT16})
+         plan._replace(dtypes={**plan.dtypes, plan.spec.autoencoder.name: WeightDtype.BFLOAT16})
          if plan.dtypes[plan.spec.autoencoder.name] is WeightDtype.FLOAT32 else None),
         ("model.unet_dtype = 'float8'",
-         replace(plan, dtypes={**plan.dtypes, denoiser: WeightDtype.FLOAT8})
+         plan._replace(dtypes={**plan.dtypes, denoiser: WeightDtype.FLOAT8})
          if frozen_base and plan.dtypes[denoiser] not in (WeightDtype.FLOAT8, WeightDtype.NF4) else None),
         ("model.unet_dtype = 'nf4'",
-         replace(plan, dtypes={**plan.dtypes, denoiser: WeightDtype.NF4})
+         plan._replace(dtypes={**plan.dtypes, denoiser: WeightDtype.NF4})
          if frozen_base and plan.dtypes[denoiser] is not WeightDtype.NF4 else None),
         (f"lora.rank = {plan.lora_rank // 2}",
-         replace(plan, lora_rank=plan.lora_rank // 2) if plan.method in (Method.LORA, Method.INPAINT) and plan.lora_rank >= 8 else None),
+         plan._replace(lora_rank=plan.lora_rank // 2) if plan.method in (Method.LORA, Method.INPAINT) and plan.lora_rank >= 8 else None),
         (f"training.batch_size = 1, gradient_accumulation = {plan.batch_size * plan.accumulation}",
-         replace(plan, batch_size=1, accumulation=plan.batch_size * plan.accumulation) if plan.batch_size > 1 else None),
+         plan._replace(batch_size=1, accumulation=plan.batch_size * plan.accumulation) if plan.batch_size > 1 else None),
         (f"training.resolution = '{lower.width}x{lower.height}'" if lower else "", lower),
     ]
 
@@ -495,7 +494,10 @@ def estimate(
     spec to use instead of the registry's (e.g. one measured from a tiny devkit model).
     """
     plan = plan_from_config(config, spec, largest_bucket, batch_shape)
-    phases, breakdown, parts = _phases(plan)
+    phases, breakdown, sizes = _phases(plan)
+    parts = {
+        name: PartEstimate(part.params, plan.dtypes[name].value, *sizes[name]) for name, part in plan.spec.parts.items()
+    }
     peak_phase = max(phases, key=phases.__getitem__)
     total = phases[peak_phase]
     budget = target_bytes if target_bytes is not None else (gpu.free_bytes if gpu is not None else None)
