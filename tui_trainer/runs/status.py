@@ -32,11 +32,14 @@ TERMINAL_STATES = frozenset({RunState.STOPPED, RunState.FINISHED, RunState.FAILE
 
 
 def write_status(run: RunDir, **fields: Any) -> dict[str, Any]:
-    """Merge `fields` into status.json (with pid, host and updated_at) and write it atomically."""
+    """Merge `fields` into status.json and write it atomically.
+
+    pid and host are the calling process's unless given (the launcher gives its child's pid), so a
+    resumed run in a new process never keeps the old pid.
+    """
     status = _read_raw(run)
+    status.update({"pid": os.getpid(), "host": socket.gethostname()})
     status.update({key: (value.value if isinstance(value, StrEnum) else value) for key, value in fields.items()})
-    status.setdefault("pid", os.getpid())
-    status.setdefault("host", socket.gethostname())
     status["updated_at"] = round(time.time(), 3)
     atomic_write_json(run.status_file, status)
     return status
