@@ -82,7 +82,7 @@ async def test_over_budget_turns_red_and_lists_suggestions(tmp_path: Path):
         screen = await open_editor(pilot, app)
         panel = screen.query_one(VramPanel)
         await wait_for(pilot, lambda: panel.has_class("-over"))
-        assert "over by" in screen_text(app) and "→ batch 1 + accumulation" in screen_text(app)
+        assert "over 1.0" in screen_text(app) and "→ batch 1 + accumulation" in screen_text(app)
         await focus(pilot, screen.query_one("#vram-target"))
         await retype(pilot, "48")
         await wait_for(pilot, lambda: not panel.has_class("-over"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,12 @@ from tui_trainer.config import ConfigError, TrainConfig, load_preset
 from tui_trainer.tui.document import ConfigDocument
 from tui_trainer.tui.keymap import KEYMAP_FILE, binding_ids, load_keymap
 from tui_trainer.tui.recent import RecentFiles
+from tui_trainer.tui.run_start import start_from_editor
 from tui_trainer.tui.screens.confirm import ConfirmDialog
 from tui_trainer.tui.screens.editor import EditorScreen
 from tui_trainer.tui.screens.problems import ProblemsDialog
+from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
+from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
 from tui_trainer.tui.screens.start import StartScreen
 from tui_trainer.tui.services import Services
 from tui_trainer.tui.widgets.record_list import RecordList
@@ -30,12 +33,14 @@ class TrainerApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = APP_NAME
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", id="quit", priority=True)]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+                Binding("ctrl+r", "start_run", "Start", id="start_run")]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
 
     def __init__(self, config_path: str | Path | None = None, *, services: Services | None = None,
                  state_dir: str | Path | None = None, config_dir: str | Path | None = None,
-                 target_bytes: int | None = None, cursor_blink: bool = True) -> None:
+                 target_bytes: int | None = None, cursor_blink: bool = True,
+                 initial_screen: Callable[[], Screen] | None = None) -> None:
         super().__init__()
         self.config_path = Path(config_path) if config_path else None
         self.services = services if services is not None else Services.default()
@@ -44,10 +49,13 @@ class TrainerApp(App[None]):
         self.target_bytes = target_bytes
         self.cursor_blink = cursor_blink
         self.gpu_probe: Any = None
+        self.initial_screen = initial_screen
 
     def on_mount(self) -> None:
         self._apply_keymap()
-        if self.config_path is None:
+        if self.initial_screen is not None:
+            self.push_screen(self.initial_screen())
+        elif self.config_path is None:
             self.push_screen(StartScreen(self.recent.load()))
         elif not self.config_path.exists():
             self.push_screen(StartScreen(self.recent.load()))
@@ -56,11 +64,19 @@ class TrainerApp(App[None]):
             self.open_file(self.config_path, fallback=True)
 
     def _apply_keymap(self) -> None:
-        known = binding_ids((TrainerApp, EditorScreen, StartScreen, RecordList))
+        known = binding_ids((TrainerApp, EditorScreen, StartScreen, RecordList, RunMonitorScreen, RunsBrowserScreen))
         keymap, problems = load_keymap(self.keymap_file, known)
         self.set_keymap(keymap)
         for problem in problems:
             self.notify(problem, severity="warning", title="Keymap")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return isinstance(self.screen, EditorScreen) if action == "start_run" else True
+
+    def action_start_run(self) -> None:
+        """Validate and save the config being edited, start its trainer detached and watch the run."""
+        if isinstance(self.screen, EditorScreen):
+            start_from_editor(self.screen)
 
     def editor(self, document: ConfigDocument, *, wizard: bool = False) -> EditorScreen:
         """A new editor screen for a document."""

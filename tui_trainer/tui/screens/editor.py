@@ -44,7 +44,7 @@ from tui_trainer.tui.widgets.field_editor import FieldEditor
 from tui_trainer.tui.widgets.help_bar import HelpBar
 from tui_trainer.tui.widgets.record_list import RecordList
 from tui_trainer.tui.widgets.title_bar import TitleBar
-from tui_trainer.tui.widgets.vram_panel import VramPanel
+from tui_trainer.tui.widgets.vram_panel import VramPanel, gpu_label
 
 SECTIONS: tuple[type[SectionPane], ...] = (
     ModelMethodPane, WorkspacePane, ConceptsPane, SamplesPane, BackupPane, TrainingPane, OptimizerPane,
@@ -91,6 +91,8 @@ class EditorScreen(Screen[None]):
         self.estimate = None
         self.report = None
         self._editor_index: dict[str, list[FieldEditor]] | None = None
+        self.section = SECTIONS[0].SECTION
+        """The section shown (or being built): set before any await, so quick key presses add up."""
 
     def compose(self) -> ComposeResult:
         yield TitleBar(id="title-bar")
@@ -154,7 +156,8 @@ class EditorScreen(Screen[None]):
 
     def _refresh_titles(self) -> None:
         mode = "wizard" if self.wizard else "editor"
-        self.query_one(TitleBar).show(self.document.path, self.document.dirty, mode, self.vram.probe_message)
+        gpu = gpu_label(self.vram.gpu) if self.vram.gpu else "no GPU"
+        self.query_one(TitleBar).show(self.document.path, self.document.dirty, mode, gpu)
         sidebar = self.query_one("#sidebar", OptionList)
         for pane in self.panes:
             if sidebar.get_option(pane.SECTION).prompt != pane.title:
@@ -169,6 +172,7 @@ class EditorScreen(Screen[None]):
 
     async def show_section(self, section: str, *, focus: bool = False) -> None:
         """Switch to a section (and optionally focus its first field)."""
+        self.section = section
         switcher = self.query_one("#sections", ContentSwitcher)
         switcher.current = f"section-{section}"
         pane = self.current
@@ -190,7 +194,8 @@ class EditorScreen(Screen[None]):
             target.focus()
 
     async def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        if event.option_list.id == "sidebar" and event.option.id:
+        sidebar = event.option_list
+        if sidebar.id == "sidebar" and sidebar.has_focus and event.option.id and event.option.id != self.section:
             await self.show_section(event.option.id)
 
     async def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
@@ -199,13 +204,13 @@ class EditorScreen(Screen[None]):
 
     async def _step(self, offset: int) -> None:
         ids = [pane.SECTION for pane in self.panes]
-        index = ids.index(self.current.SECTION) + offset
+        index = ids.index(self.section) + offset
         if 0 <= index < len(ids):
             await self.show_section(ids[index], focus=True)
 
     async def action_next_section(self) -> None:
         """Next section (on the review page: save)."""
-        if isinstance(self.current, ReviewPane):
+        if self.section == ReviewPane.SECTION:
             self.action_save()
         else:
             await self._step(1)

@@ -18,7 +18,7 @@ class SchedulerPane(SectionPane):
     """Schedule, warmup, and per-part training."""
 
     SECTION = "scheduler"
-    TITLE = "Scheduler & LRs"
+    TITLE = "Scheduler & LR"
     REBUILD_ON = frozenset({"model.family"})
 
     def groups(self) -> Iterable[Group]:

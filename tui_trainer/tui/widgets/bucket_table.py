@@ -17,7 +17,7 @@ from textual.worker import Worker, WorkerState
 from tui_trainer.config import TrainConfig
 
 DEBOUNCE_S = 0.15
-COLUMNS = ("WxH", "img", "bat", "±", "warning")
+COLUMNS = ("WxH", "img", "bat", "±")
 
 
 def remainder_cell(bucket: Any) -> str:
@@ -90,15 +90,17 @@ class BucketTable(Vertical):
             totals.update(message)
         else:
             for bucket in report.buckets:
-                warning = "; ".join(bucket.warnings)
-                table.add_row(f"{bucket.width}x{bucket.height}", str(bucket.images), str(bucket.batches),
-                              remainder_cell(bucket), Text(warning, "yellow"))
+                size = Text(f"{bucket.width}x{bucket.height}", "yellow" if bucket.warnings else "")
+                table.add_row(size, str(bucket.images), str(bucket.batches), remainder_cell(bucket))
             totals.update(self._totals(report))
         self.post_message(self.Updated(report))
 
     @staticmethod
     def _totals(report: Any) -> Text:
         text = Text(f"{report.total_images} img · {report.steps_per_epoch} steps/epoch · {report.total_steps} total")
+        for bucket in report.buckets:
+            for warning in bucket.warnings:
+                text.append(f"\n! {bucket.width}x{bucket.height}: {warning}", "yellow")
         if report.skipped:
             text.append(f"\n{len(report.skipped)} files skipped", "yellow")
         for error in report.errors:

@@ -46,8 +46,8 @@ def render_estimate(estimate: Any) -> Text:
     budget = estimate.budget_bytes
     text = Text()
     if budget:
-        verdict, style = ("fits", "green") if estimate.fits else (f"over by {gib(total - budget)}", "bold red")
-        text.append(f"total {gib(total)} / {gib(budget)} GiB  ")
+        verdict, style = ("fits", "green") if estimate.fits else (f"over {gib(total - budget)}", "bold red")
+        text.append(f"total {gib(total)}/{gib(budget)} GiB ")
         text.append(verdict, style)
     else:
         text.append(f"total {gib(total)} GiB  ")

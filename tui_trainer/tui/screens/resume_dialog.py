@@ -1,0 +1,38 @@
+"""Ask how many epochs a resumed run should have in total (more than before continues a finished run)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+
+class ResumeDialog(ModalScreen[int | None]):
+    """Type the total epochs and press Enter; Escape cancels."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog.cancel")]
+
+    def __init__(self, run_name: str, epochs: int, step: int) -> None:
+        super().__init__(classes="dialog")
+        self.run_name = run_name
+        self.epochs = epochs
+        self.step = step
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-body dialog-small") as body:
+            body.border_title = f"Resume {self.run_name}"
+            yield Static(f"Stopped at step {self.step} of {self.epochs} epochs. Total epochs after resuming:")
+            epochs = Input(str(self.epochs), type="integer", id="resume-epochs", compact=True)
+            epochs.cursor_blink = getattr(self.app, "cursor_blink", True)
+            yield epochs
+            yield Static("Enter resumes from the last complete backup, Escape cancels", id="resume-problem")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        text = event.value.strip()
+        if not text.isdigit() or int(text) < self.epochs:
+            self.query_one("#resume-problem", Static).update(f"{text or 'nothing'}: type a whole number >= {self.epochs}")
+            return
+        self.dismiss(int(text))

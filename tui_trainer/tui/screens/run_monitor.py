@@ -1,0 +1,223 @@
+"""The run screen: watch a run folder (events, status, log, samples) and drop command files into it.
+
+Everything comes from the run folder on a timer, never from a pipe: quitting or losing SSH leaves the trainer alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
+
+from tui_trainer.config import load_config
+from tui_trainer.runs.commands import Command, send_command
+from tui_trainer.runs.layout import RunDir
+from tui_trainer.runs.status import TERMINAL_STATES, RunState
+from tui_trainer.runs.summary import RunSummary, latest_samples, read_run_config, sample_prompts
+from tui_trainer.runs.watch import RunUpdate, RunWatcher
+from tui_trainer.tui.screens.confirm import ConfirmDialog
+from tui_trainer.tui.widgets.log_view import LogView
+from tui_trainer.tui.widgets.loss_chart import LossChart
+from tui_trainer.tui.widgets.run_header import RunHeader
+from tui_trainer.tui.widgets.run_progress import RunProgress
+from tui_trainer.tui.widgets.sample_view import SampleView
+
+POLL_S = 0.5
+"""How often the run folder is read."""
+
+TRAINING_STATES = frozenset({RunState.TRAINING, RunState.SAMPLING, RunState.SAVING})
+LIVE_STATES = frozenset(RunState) - TERMINAL_STATES
+
+COMMAND_STATES: dict[Command, frozenset[RunState]] = {
+    Command.SAMPLE: TRAINING_STATES,
+    Command.BACKUP: TRAINING_STATES,
+    Command.SAVE: TRAINING_STATES,
+    Command.STOP: LIVE_STATES,
+}
+"""States in which each command makes sense; its key is disabled in the others."""
+
+COMMAND_NOTES: dict[Command, str] = {
+    Command.SAMPLE: "Asked the trainer for samples (within one step).",
+    Command.BACKUP: "Asked the trainer for a backup (within one step).",
+    Command.SAVE: "Asked the trainer to save the model (within one step).",
+    Command.STOP: "Asked the trainer to stop: it backs up, saves and ends.",
+}
+
+
+class RunMonitorScreen(Screen[None]):
+    """Live view of one run: header, progress, loss chart, latest samples, log, errors; keys send commands."""
+
+    AUTO_FOCUS = "#run-log"
+    DEFAULT_CSS = """
+    RunMonitorScreen #run-main { height: 1fr; }
+    RunMonitorScreen #error-panel { height: auto; border: round $error; color: $error; padding: 0 1; display: none; }
+    RunMonitorScreen #error-panel.-shown { display: block; }
+    """
+    BINDINGS = [
+        Binding("s", "command('sample')", "Sample now", id="run.sample"),
+        Binding("b", "command('backup')", "Backup now", id="run.backup"),
+        Binding("v", "command('save')", "Save now", id="run.save"),
+        Binding("x", "command('stop')", "Stop", id="run.stop"),
+        Binding("d", "detach", "Detach", id="run.detach"),
+        Binding("o", "folder", "Run folder", id="run.folder"),
+        Binding("r", "runs", "Runs", id="run.runs"),
+    ]
+
+    def __init__(self, run: RunDir, *, poll_interval: float = POLL_S) -> None:
+        super().__init__()
+        self.run = run
+        self.poll_interval = poll_interval
+        self.watcher = RunWatcher(run)
+        self.summary = RunSummary()
+        self.state = RunState.STARTING.value
+        self.pending: set[Command] = set()
+        self.estimate_bytes: int | None = None
+        self.prompts = sample_prompts(read_run_config(run))
+        self.polls = 0
+        self._polling = False
+        self._samples_seen = 0
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="run-header")
+        yield RunProgress(id="run-progress")
+        yield Static("", id="error-panel")
+        with Horizontal(id="run-main"):
+            yield LossChart(id="loss-chart")
+            yield SampleView(id="sample-view")
+        yield LogView(id="run-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(RunHeader).show(self.run.name, self.state, self.summary, None, None)
+        self.set_interval(self.poll_interval, self.poll)
+        self.call_later(self.poll)
+        self.run_worker(self._estimate, thread=True, group="estimate", exit_on_error=False)
+
+    def _estimate(self) -> int | None:
+        estimate = getattr(getattr(self.app, "services", None), "estimate", None)
+        if estimate is None:
+            return None
+        return estimate(load_config(self.run.config_file), None).total_bytes
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "estimate" and event.state is WorkerState.SUCCESS:
+            self.estimate_bytes = event.worker.result
+
+    async def poll(self) -> None:
+        """Read what is new in the run folder (in a thread) and show it."""
+        if self._polling:
+            return
+        self._polling = True
+        try:
+            update = await asyncio.to_thread(self.watcher.poll)
+            await self.apply(update)
+        finally:
+            self._polling = False
+
+    async def apply(self, update: RunUpdate) -> None:
+        """Show one look at the run folder."""
+        chart = self.query_one(LossChart)
+        for event in update.events:
+            self.summary.apply(event)
+            if event.get("type") == "step" and isinstance(event.get("loss"), (int, float)):
+                chart.add(event["step"], event["loss"], event.get("smoothed_loss"))
+        chart.redraw()
+        self.query_one(LogView).add_lines(update.log_lines)
+        state, pending = str(update.status.get("state", self.state)), set(update.pending)
+        if state != self.state or pending != self.pending:
+            self.state, self.pending = state, pending
+            self.refresh_bindings()
+        self._show_status()
+        view = self.query_one(SampleView)
+        if update.samples_changed or len(self.summary.sample_events) != self._samples_seen or view.failed:
+            self._samples_seen = len(self.summary.sample_events)
+            await view.show(latest_samples(self.run, self.summary, self.prompts))
+        self.polls += 1
+
+    def _elapsed(self) -> float | None:
+        try:
+            created = self.run.config_file.stat().st_mtime
+        except OSError:
+            return None
+        started = min(created, self.summary.first_time or created)
+        end = (self.summary.last_time or started) if self.state in TERMINAL_STATES else time.time()
+        return end - started
+
+    def _show_status(self) -> None:
+        self.query_one(RunHeader).show(self.run.name, self.state, self.summary, self._elapsed(), self.estimate_bytes)
+        self.query_one(RunProgress).show(self.state, self.summary)
+        panel = self.query_one("#error-panel", Static)
+        text = self.problem_text()
+        panel.set_class(text is not None, "-shown")
+        if text is not None:
+            panel.update(text)
+
+    def problem_text(self) -> str | None:
+        """The error panel's text: the `error` event (message and hint), or a crash note; None when all is well."""
+        error = self.summary.error
+        if error is not None:
+            hint = error.get("hint") or ""
+            return f"error: {error.get('message', '?')}" + (f"\nhint: {hint}" if hint else "")
+        if self.state == RunState.CRASHED:
+            return ("crashed: the trainer stopped without a final state (killed, or the machine restarted).\n"
+                    "hint: resume it from its last backup in the runs list (r, then r on the run).")
+        return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action != "command":
+            return True
+        command = Command(str(parameters[0]))
+        if self.state not in COMMAND_STATES[command] or command in self.pending:
+            return None
+        return True
+
+    def action_command(self, name: str) -> None:
+        """Drop a command file for the trainer (stop asks first)."""
+        command = Command(name)
+        if command is Command.STOP:
+            self.app.push_screen(
+                ConfirmDialog(f"Stop {self.run.name}? The trainer makes a backup, saves the model and ends.",
+                              {"stop": "Stop", "cancel": "Keep training"}),
+                self._stop_answered,
+            )
+            return
+        self._send(command)
+
+    def _stop_answered(self, answer: str | None) -> None:
+        if answer == "stop" and self.state in LIVE_STATES:
+            self._send(Command.STOP)
+
+    def _send(self, command: Command) -> None:
+        send_command(self.run, command)
+        self.pending.add(command)
+        self.refresh_bindings()
+        self.notify(COMMAND_NOTES[command], title=command.value)
+
+    def action_detach(self) -> None:
+        """Leave this screen; the trainer goes on (in `tui-trainer attach`, quit)."""
+        if len(self.app.screen_stack) > 2:
+            self.dismiss()
+            return
+        self.app.exit(message=f"Detached from {self.run.name}; training goes on.\nWatch it again: "
+                              f"tui-trainer attach {self.run.path}")
+
+    def action_folder(self) -> None:
+        """Show the run folder's path (and copy it to the clipboard)."""
+        self.app.copy_to_clipboard(str(self.run.path))
+        self.notify(str(self.run.path), title="Run folder (copied)", timeout=10)
+
+    def action_runs(self) -> None:
+        """The runs of this run's workspace."""
+        from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
+
+        stack = self.app.screen_stack
+        if len(stack) > 2 and isinstance(stack[-2], RunsBrowserScreen):
+            self.dismiss()
+        else:
+            self.app.push_screen(RunsBrowserScreen(self.run.path.parent.parent))
