@@ -151,6 +151,28 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the demo workspace and open it in the app, or train it headless."""
+    from tui_trainer.devkit.demo import build_demo_workspace
+
+    print(f"preparing the demo workspace in {args.dir} ...", flush=True)
+    config_path = build_demo_workspace(args.dir)
+    if not args.headless:
+        args.config = str(config_path)
+        return cmd_tui(args)
+    from tui_trainer.config import dump_config, load_config, with_absolute_paths
+    from tui_trainer.train.entry import train_config
+
+    config = with_absolute_paths(load_config(config_path), config_path)
+    if args.max_steps:
+        config.training.max_steps = args.max_steps
+    code, run = train_config(config, config_path, dump_config(config), console=sys.stdout)
+    print(f"run folder: {run.path}")
+    if code == 0:
+        print(f"LoRA: {sorted(str(path) for path in run.output_dir.glob('*.safetensors'))}")
+    return EXIT_OK if code == 0 else EXIT_ERROR
+
+
 def not_yet_available(name: str) -> Callable[[argparse.Namespace], int]:
     """A handler for a subcommand whose feature has not landed yet."""
 
@@ -214,8 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     buckets.add_argument("--json", action="store_true", help="print JSON instead of a table")
     buckets.set_defaults(handler=cmd_buckets)
 
-    demo = commands.add_parser("demo", help="build and open the demo workspace")
-    demo.set_defaults(handler=not_yet_available("demo"))
+    demo = commands.add_parser("demo", help="build (once) and open the demo workspace: a tiny model, images and a LoRA config")
+    demo.add_argument("--dir", default="demo-workspace", help="demo workspace folder (default: ./demo-workspace)")
+    demo.add_argument("--headless", action="store_true", help="train right away without the app, printing progress")
+    demo.add_argument("--max-steps", type=int, help="stop after this many steps (headless)")
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
