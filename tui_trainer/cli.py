@@ -151,6 +151,45 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_attach(args: argparse.Namespace) -> int:
+    """Watch a run folder (running or not); detaching or quitting leaves the trainer running."""
+    from tui_trainer.runs.layout import RunDir
+    from tui_trainer.tui.app import TrainerApp
+    from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
+
+    run = RunDir(Path(args.run_dir).expanduser().resolve())
+    if not run.exists():
+        print(f"error: {args.run_dir}: not a run folder (it has no config.toml)", file=sys.stderr)
+        return EXIT_USAGE
+    TrainerApp(initial_screen=lambda: RunMonitorScreen(run)).run()
+    return EXIT_OK
+
+
+def runs_workspace(value: str | None) -> Path:
+    """The workspace to list: a folder, the workspace of a config file, else ./workspace."""
+    from tui_trainer.config import load_config, resolve_path
+
+    path = Path(value or "workspace").expanduser()
+    if path.suffix == ".toml" and path.is_file():
+        return resolve_path(path, load_config(path).workspace.dir)
+    return path
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """Browse the runs of a workspace: attach, resume, edit the config, delete."""
+    from tui_trainer.config import ConfigError
+    from tui_trainer.tui.app import TrainerApp
+    from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
+
+    try:
+        workspace = runs_workspace(args.workspace)
+    except ConfigError as error:
+        _print_problems(error.problems)
+        return EXIT_USAGE
+    TrainerApp(initial_screen=lambda: RunsBrowserScreen(workspace)).run()
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the demo workspace and open it in the app, or train it headless."""
     from tui_trainer.devkit.demo import build_demo_workspace
@@ -220,10 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     attach = commands.add_parser("attach", help="watch a running or finished run")
     attach.add_argument("run_dir")
-    attach.set_defaults(handler=not_yet_available("attach"))
+    attach.set_defaults(handler=cmd_attach)
 
     runs = commands.add_parser("runs", help="browse runs in a workspace")
-    runs.set_defaults(handler=not_yet_available("runs"))
+    runs.add_argument("workspace", nargs="?", help="workspace folder, or a config file naming one (default: ./workspace)")
+    runs.set_defaults(handler=cmd_runs)
 
     estimate = commands.add_parser("estimate", help="estimate VRAM for a config")
     estimate.add_argument("config")

@@ -155,7 +155,7 @@ class RunMonitorScreen(Screen[None]):
         panel = self.query_one("#error-panel", Static)
         text = self.problem_text()
         panel.set_class(text is not None, "-shown")
-        if text is not None:
+        if text is not None and str(panel.content) != text:
             panel.update(text)
 
     def problem_text(self) -> str | None:

@@ -70,6 +70,7 @@ class RunsBrowserScreen(Screen[None]):
         self.workspace = Path(workspace)
         self.refresh_interval = refresh_interval
         self.listings: dict[str, RunListing] = {}
+        self.columns: list = []
         self.loaded = False
         self._refreshing = False
 
@@ -80,7 +81,7 @@ class RunsBrowserScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns(*COLUMNS)
+        self.columns = self.query_one(DataTable).add_columns(*COLUMNS)
         self.set_interval(self.refresh_interval, self.reload)
         self.call_later(self.reload)
 
@@ -100,13 +101,24 @@ class RunsBrowserScreen(Screen[None]):
 
     def _show(self, listings: list[RunListing]) -> None:
         table = self.query_one(DataTable)
-        selected = self.selected
+        rows = {str(listing.run.path): listing_row(listing) for listing in listings}
+        previous = {key: listing_row(listing) for key, listing in self.listings.items()}
+        if self.loaded and rows == previous:
+            self.listings = {str(listing.run.path): listing for listing in listings}
+            return
+        if list(rows) == list(previous):
+            for key, cells in rows.items():
+                for column, (old, new) in enumerate(zip(previous[key], cells, strict=True)):
+                    if old != new:
+                        table.update_cell(key, self.columns[column], new)
+        else:
+            selected = self.selected
+            table.clear()
+            for key, cells in rows.items():
+                table.add_row(*cells, key=key)
+            if selected is not None and str(selected.run.path) in rows:
+                table.move_cursor(row=table.get_row_index(str(selected.run.path)), animate=False)
         self.listings = {str(listing.run.path): listing for listing in listings}
-        table.clear()
-        for listing in listings:
-            table.add_row(*listing_row(listing), key=str(listing.run.path))
-        if selected is not None and str(selected.run.path) in self.listings:
-            table.move_cursor(row=table.get_row_index(str(selected.run.path)), animate=False)
         empty = f"No runs in {self.workspace / RUNS_FOLDER} yet. Start one from the editor (ctrl+r)."
         self.query_one("#runs-empty", Static).update("" if listings else empty)
         self.loaded = True

@@ -48,6 +48,8 @@ class RunHeader(Static):
     RunHeader { height: 2; background: $panel; padding: 0 1; }
     """
 
+    _shown: tuple[str, str] | None = None
+
     def show(self, name: str, state: str, summary: RunSummary, elapsed_s: float | None, estimate_bytes: int | None) -> None:
         """Redraw from the current summary."""
         speed = f"{summary.it_per_s:.2f} it/s" if summary.it_per_s else "? it/s"
@@ -62,4 +64,7 @@ class RunHeader(Static):
             (f"   {summary.device}" if summary.device else "", "dim"),
             (f"   {summary.warnings} warnings" if summary.warnings else "", "yellow"),
         )
-        self.update(top + "\n" + bottom)
+        text = top + "\n" + bottom
+        if (text.plain, state) != self._shown:
+            self._shown = (text.plain, state)
+            self.update(text)

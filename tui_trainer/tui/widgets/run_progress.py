@@ -66,10 +66,15 @@ class RunProgress(Vertical):
         row.set_class(phase is None, "-hidden")
         if phase is not None:
             label, total, done = phase(summary)
-            self.query_one("#phase-label", Label).update(label)
+            self._label("#phase-label", label)
             self.query_one("#phase-bar", ProgressBar).update(total=total, progress=done)
-        self.query_one("#run-label", Label).update(run_label(summary))
+        self._label("#run-label", run_label(summary))
         self.query_one("#run-bar", ProgressBar).update(total=summary.total_steps, progress=summary.step)
+
+    def _label(self, selector: str, text: str) -> None:
+        label = self.query_one(selector, Label)
+        if str(label.content) != text:
+            label.update(text)
 
     @property
     def phase_text(self) -> str | None:
