@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -500,3 +501,66 @@ def test_runs_workspace_from_a_folder_a_config_or_the_default(tmp_path: Path):
     assert runs_workspace(str(config)) == tmp_path / "elsewhere"
     assert runs_workspace(str(tmp_path)) == tmp_path
     assert runs_workspace(None) == Path("workspace")
+
+
+STAND_IN_TRAINER = '''
+import sys, time
+from pathlib import Path
+from PIL import Image
+from tui_trainer.runs.commands import Command, consume_command, pending_commands
+from tui_trainer.runs.events import EventWriter
+from tui_trainer.runs.layout import RunDir
+from tui_trainer.runs.status import write_status
+
+run = RunDir(Path(sys.argv[sys.argv.index("--run-dir") + 1]))
+events = EventWriter(run)
+write_status(run, state="loading", step=0)
+events.emit("start", total_steps=1000, epochs=10, family="sd15", method="lora", device="cpu")
+for step in range(1, 1001):
+    time.sleep(0.02)
+    events.emit("step", step=step, total_steps=1000, epoch=1, epochs=10, loss=1 / step, smoothed_loss=1 / step,
+                lr={"unet": 1e-4}, it_per_s=50.0, eta_s=(1000 - step) / 50)
+    write_status(run, state="training", step=step, total_steps=1000)
+    for command in pending_commands(run):
+        consume_command(run, command)
+        if command is Command.SAMPLE:
+            path = run.samples_dir / f"step-{step:06d}-0.png"
+            Image.new("RGB", (64, 64), "red").save(path)
+            events.emit("sample", step=step, paths=[str(path)])
+        if command is Command.STOP:
+            (run.backups_dir / f"step-{step:06d}").mkdir()
+            events.emit("backup", step=step, path=str(run.backups_dir / f"step-{step:06d}"))
+            events.emit("end", reason="stopped", step=step)
+            write_status(run, state="finished", step=step)
+            sys.exit(0)
+'''
+
+
+async def test_start_sample_and_stop_against_a_stand_in_trainer_process(tmp_path: Path, monkeypatch):
+    """The whole loop through a real detached process that speaks the run-directory protocol (no torch)."""
+    script = tmp_path / "stand_in_trainer.py"
+    script.write_text(STAND_IN_TRAINER)
+    monkeypatch.setattr("tui_trainer.runs.launch.trainer_command",
+                        lambda config, run, resume=False: [sys.executable, str(script), str(config), "--run-dir", str(run.path)])
+    config_path = runnable_config(tmp_path)
+    app = make_app(tmp_path, config_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen))
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunMonitorScreen))
+        screen = app.screen
+        chart = screen.query_one(LossChart)
+        await wait_for(pilot, lambda: chart.points >= 2 and screen.state == "training")
+        first = screen.summary.step
+        await wait_for(pilot, lambda: screen.summary.step > first and f"step {screen.summary.step}/1000" in screen_text(app))
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.query_one(SampleView).samples)
+        (sample,) = screen.query_one(SampleView).samples
+        assert sample.prompt == "" and sample.path.parent == screen.run.samples_dir
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.state == "finished" and "finished" in screen_text(app))
+        steps = screen.summary.step
+        assert chart.points == steps and [path.name for path in screen.run.backups_dir.iterdir()] == [f"step-{steps:06d}"]
+        assert all(screen.check_action("command", (command.value,)) is None for command in Command)
