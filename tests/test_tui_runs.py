@@ -29,7 +29,7 @@ from tui_trainer.tui.screens.resume_dialog import ResumeDialog
 from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
 from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
 from tui_trainer.tui.widgets.log_view import LOG_LINES, LogView
-from tui_trainer.tui.widgets.loss_chart import LossChart, downsample_mean, downsample_minmax
+from tui_trainer.tui.widgets.loss_chart import LossChart, band_rows, braille_cells, column_extremes, column_means
 from tui_trainer.tui.widgets.run_progress import RunProgress
 from tui_trainer.tui.widgets.sample_view import SampleView
 
@@ -279,20 +279,29 @@ async def test_detach_quits_attach_mode_and_the_folder_key_shows_the_path(tmp_pa
     assert not fake.run.commands_dir.joinpath("stop").exists()
 
 
-def test_downsampling_keeps_spikes_and_fits_the_columns():
+def test_column_extremes_keep_a_single_spike_and_means_fit_the_columns():
     x = np.arange(1, 100_001, dtype=np.float64)
     y = np.full_like(x, 0.1)
     y[54_321] = 9.0
-    xs, ys = downsample_minmax(x, y, 200)
-    assert len(xs) <= 400 and ys.max() == 9.0 and ys.min() == pytest.approx(0.1)
-    assert np.all(np.diff(xs) >= 0) and xs[0] == 1 and xs[-1] == 100_000
-    mx, my = downsample_mean(x, y, 200)
+    middle, low, high = column_extremes(x, y, 200)
+    assert len(middle) == 200 and high.max() == 9.0 and np.count_nonzero(high > 1) == 1 and low.max() == 0.1
+    assert np.all(np.diff(middle) > 0) and middle[0] > 1 and middle[-1] < 100_000
+    mx, my = column_means(x, y, 200)
     assert len(mx) == 200 and my.max() < 1.0
-    small_x, small_y = downsample_minmax(x[:10], y[:10], 200)
-    assert small_x is x[:10].base or len(small_x) == 10
+    assert column_means(x[:10], y[:10], 200)[0] is not None and len(column_means(x[:10], y[:10], 200)[0]) == 10
 
 
-async def test_chart_with_100k_points_draws_at_most_two_points_per_pixel_column(tmp_path: Path):
+def test_braille_band_fills_each_pixel_column_and_joins_neighbours():
+    first, last = band_rows(np.array([0, 1, 2, 3]), np.array([0, 6, 0, 0]), np.array([1, 7, 0, 0]), 4)
+    assert first.tolist() == [0, 2, 0, 0] and last.tolist() == [1, 7, 5, 0]
+    cells = braille_cells(first, last, 2)
+    assert cells.shape == (2, 2)
+    assert chr(0x2800 + int(cells[0, 0])) == "⢣"  # dots 1, 2 (left column, rows 0-1) and 6, 8 (right, rows 2-3)
+    assert chr(0x2800 + int(cells[1, 0])) == "⢸"  # left empty, right column rows 4-7: dots 4, 5, 6, 8
+    assert chr(0x2800 + int(cells[1, 1])) == "⠃"  # third pixel column rows 4-5: dots 1, 2
+
+
+async def test_chart_with_100k_points_draws_a_band_per_pixel_column(tmp_path: Path):
     fake = FakeRun(tmp_path / "ws")
     fake.status("finished", step=100_000)
     app = monitor_app(tmp_path, fake.run)
@@ -300,12 +309,13 @@ async def test_chart_with_100k_points_draws_at_most_two_points_per_pixel_column(
         screen = await on_monitor(pilot)
         chart = screen.query_one(LossChart)
         rng = np.random.default_rng(0)
-        for step, loss in enumerate(rng.random(100_000), start=1):
-            chart.add(step, float(loss), 0.5)
+        for step, loss in enumerate(rng.random(100_000).tolist(), start=1):
+            chart.add(step, loss, 0.5)
         chart.redraw()
         assert chart.points == 100_000
         assert 0 < chart.drawn_points <= 3 * chart.columns
         await wait_for(pilot, lambda: "100000 steps" in screen_text(app))
+        assert "⣿" in screen_text(app)
 
 
 def test_log_tail_waits_for_the_newline_and_starts_near_the_end(tmp_path: Path):
