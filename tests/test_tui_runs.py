@@ -104,7 +104,7 @@ async def test_incremental_events_show_exact_values_and_wait_for_a_partial_line(
         await wait_for(pilot, lambda: "step 3/10" in screen_text(app))
         await next_poll(pilot, screen)
         text = screen_text(app)
-        assert "run demo-" in text and "training" in text
+        assert "demo-" in text and "training" in text and "elapsed 0:0" in text
         assert "step 3/10  epoch 1/2  1.50 it/s  ETA 0:00:05" in text
         assert "lr unet 1.00e-04  text_encoder 5.00e-05" in text
         assert "VRAM n/a" in text

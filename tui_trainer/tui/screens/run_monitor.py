@@ -56,17 +56,19 @@ class RunMonitorScreen(Screen[None]):
     AUTO_FOCUS = "#run-log"
     DEFAULT_CSS = """
     RunMonitorScreen #run-main { height: 1fr; }
+    RunMonitorScreen #run-log { height: 30%; min-height: 4; }
+    RunMonitorScreen.-narrow #sample-view { width: 26; }
     RunMonitorScreen #error-panel { height: auto; border: round $error; color: $error; padding: 0 1; display: none; }
     RunMonitorScreen #error-panel.-shown { display: block; }
     """
     BINDINGS = [
-        Binding("s", "command('sample')", "Sample now", id="run.sample"),
-        Binding("b", "command('backup')", "Backup now", id="run.backup"),
-        Binding("v", "command('save')", "Save now", id="run.save"),
-        Binding("x", "command('stop')", "Stop", id="run.stop"),
-        Binding("d", "detach", "Detach", id="run.detach"),
-        Binding("o", "folder", "Run folder", id="run.folder"),
-        Binding("r", "runs", "Runs", id="run.runs"),
+        Binding("s", "command('sample')", "Sample", id="run.sample", tooltip="Sample now"),
+        Binding("b", "command('backup')", "Backup", id="run.backup", tooltip="Backup now"),
+        Binding("v", "command('save')", "Save", id="run.save", tooltip="Save the model now"),
+        Binding("x", "command('stop')", "Stop", id="run.stop", tooltip="Stop: backup, save, end"),
+        Binding("d", "detach", "Detach", id="run.detach", tooltip="Leave; training goes on"),
+        Binding("o", "folder", "Folder", id="run.folder", tooltip="Show the run folder path"),
+        Binding("r", "runs", "Runs", id="run.runs", tooltip="Runs of this workspace"),
     ]
 
     def __init__(self, run: RunDir, *, poll_interval: float = POLL_S) -> None:

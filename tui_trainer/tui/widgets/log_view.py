@@ -12,7 +12,7 @@ class LogView(Log):
     """Appends new log lines and follows the end (unless the user scrolled up)."""
 
     DEFAULT_CSS = """
-    LogView { height: 10; border: round $primary 50%; }
+    LogView { border: round $primary 50%; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:

@@ -45,7 +45,7 @@ class RunHeader(Static):
     """Two lines at the top of the run screen."""
 
     DEFAULT_CSS = """
-    RunHeader { height: 2; background: $panel; padding: 0 1; }
+    RunHeader { height: auto; max-height: 4; background: $panel; padding: 0 1; }
     """
 
     _shown: tuple[str, str] | None = None
@@ -54,13 +54,14 @@ class RunHeader(Static):
         """Redraw from the current summary."""
         speed = f"{summary.it_per_s:.2f} it/s" if summary.it_per_s else "? it/s"
         top = Text.assemble(
-            ("run ", "dim"), (name, "bold"), "  ", (state, STATE_STYLES.get(state, "")),
+            (name, "bold"), "  ", (state, STATE_STYLES.get(state, "")),
             f"  step {format_of(summary.step, summary.total_steps)}",
             f"  epoch {format_of(summary.epoch, summary.epochs)}",
-            f"  {speed}  ETA {format_duration(summary.eta_s)}  elapsed {format_duration(elapsed_s)}",
+            f"  {speed}  ETA {format_duration(summary.eta_s)}",
         )
         bottom = Text.assemble(
-            format_lrs(summary.lr), "   ", format_vram(summary.vram_bytes, estimate_bytes),
+            f"elapsed {format_duration(elapsed_s)}   ", format_lrs(summary.lr), "   ",
+            format_vram(summary.vram_bytes, estimate_bytes),
             (f"   {summary.device}" if summary.device else "", "dim"),
             (f"   {summary.warnings} warnings" if summary.warnings else "", "yellow"),
         )
