@@ -24,6 +24,7 @@ from tui_trainer.runs.summary import RunSummary, latest_samples
 from tui_trainer.runs.watch import LogTail
 from tui_trainer.tui.screens.confirm import ConfirmDialog
 from tui_trainer.tui.screens.editor import EditorScreen
+from tui_trainer.tui.screens.path_prompt import PathPrompt
 from tui_trainer.tui.screens.problems import ProblemsDialog
 from tui_trainer.tui.screens.resume_dialog import ResumeDialog
 from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
@@ -498,6 +499,18 @@ async def test_start_with_a_missing_dataset_lists_the_problem_and_launches_nothi
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: isinstance(app.screen, ProblemsDialog))
         assert "missing" in screen_text(app)
+
+
+async def test_start_from_an_unsaved_wizard_asks_for_a_file_first(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr("tui_trainer.tui.run_start.launch_run", lambda *args: pytest.fail("launched"))
+    app = make_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "StartScreen")
+        await pilot.press("pagedown")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen.document.path is None)
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: isinstance(app.screen, PathPrompt))
+        assert "press ctrl+r again to start" in " ".join(note.message for note in app._notifications)
 
 
 def test_attach_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys):

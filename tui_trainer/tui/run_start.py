@@ -22,9 +22,12 @@ def launch_document(document: ConfigDocument) -> RunDir:
 
 def start_from_editor(editor: EditorScreen) -> RunDir | None:
     """Save (blocked while invalid, asks for a name the first time), check paths, launch and watch the run."""
-    editor.action_save()
     document = editor.document
+    unnamed = document.path is None
+    editor.action_save()
     if document.path is None or document.dirty:
+        if unnamed and not document.errors():
+            editor.notify("Choose where to save the config, then press ctrl+r again to start.", title="Start")
         return None
     problems = document.path_problems()
     if problems:

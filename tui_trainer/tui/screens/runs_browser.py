@@ -43,7 +43,7 @@ def listing_row(listing: RunListing) -> tuple[str, ...]:
     """The table cells of one run."""
     step = f"{listing.step}/{listing.total_steps}" if listing.total_steps else str(listing.step)
     loss = f"{listing.last_loss:.4f}" if listing.last_loss is not None else "-"
-    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(listing.started_at))
+    started = time.strftime("%m-%d %H:%M", time.localtime(listing.started_at))
     return (listing.run.name, f"{listing.family}/{listing.method}", listing.state, step, loss, started,
             format_duration(listing.duration_s))
 
@@ -58,7 +58,7 @@ class RunsBrowserScreen(Screen[None]):
     RunsBrowserScreen #runs-empty { color: $text-muted; padding: 1 2; }
     """
     BINDINGS = [
-        Binding("enter", "attach", "Attach", id="runs.attach"),
+        Binding("a", "attach", "Attach", id="runs.attach", tooltip="Watch the run (Enter too)"),
         Binding("r", "resume", "Resume", id="runs.resume"),
         Binding("e", "edit", "Edit config", id="runs.edit"),
         Binding("delete", "delete", "Delete", id="runs.delete"),
