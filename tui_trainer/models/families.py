@@ -150,7 +150,7 @@ class ActivationProfile:
     self_attention: tuple[SelfAttentionLevel, ...]
     """Self-attention layers (for the attention matrices eager attention materialises)."""
     trained_factor: float = 1.15
-    """Multiplier when the denoiser's own weights train (their inputs are saved too)."""
+    """Multiplier when the denoiser's own weights train (conv inputs are saved too); an assumption, unmeasured."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,13 @@ class FamilySpec:
     decode_bytes_per_pixel: float
     """Peak bytes per image pixel of one 16-bit no-grad decode to pixels."""
     variant: str = ""
+    added_conditions: tuple[str, ...] = ()
+    """The denoiser's extra conditioning inputs (diffusers' added_cond_kwargs): text_embeds = pooled text,
+    time_ids = original size, crop top-left and target size of each image (SDXL micro-conditioning)."""
+    single_file_layout: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Original (A1111 / ComfyUI) single-file checkpoint: part name -> (key layout, key prefix)."""
+    embedding_keys: dict[str, str] = field(default_factory=dict)
+    """A1111 / ComfyUI textual-inversion file: text encoder part -> tensor key."""
 
     @property
     def denoiser(self) -> PartSpec:
@@ -328,8 +335,14 @@ PIXART_ATTENTION_LEVELS = (SelfAttentionLevel(2, 16, 28),)
 CASCADE_TEXT_ENCODER = replace(OPEN_CLIP_BIG_G, name="text_encoder", config_section="text_encoder")
 """Stable Cascade's CLIP bigG with projection: SDXL's second text encoder, first in this pipeline."""
 
+CASCADE_LITE_ACTIVATIONS = ActivationProfile(2_685_200, 384_100, (SelfAttentionLevel(1, 24, 8), SelfAttentionLevel(2, 24, 24)))
+CASCADE_SCALE = (2048 / 1536) * (64 / 32)
+"""Stage C vs lite: width x blocks. Stage C's activations are scaled from lite's measurement, not measured."""
+
 _SD_VAE_PASSES = {"encode_bytes_per_pixel": 1280.0, "decode_bytes_per_pixel": 1536.0}
 _SD_COMMON = {"latent_downscale": 8, "latent_channels": 4, "text_tokens": 77}
+_LDM = {"unet": ("ldm_unet", "model.diffusion_model."), "vae": ("ldm_vae", "first_stage_model.")}
+"""Key layouts and prefixes of the UNet and VAE in the original Stable Diffusion checkpoints."""
 
 FAMILIES: dict[Family, FamilySpec] = {
     Family.SD15: FamilySpec(
@@ -341,6 +354,8 @@ FAMILIES: dict[Family, FamilySpec] = {
         },
         default_resolution=512, bucket_step=8, prediction_type=PredictionType.EPSILON, vae_scaling_factor=0.18215,
         activations=ActivationProfile(228_600, 58_500, SD_UNET_ATTENTION_LEVELS),
+        single_file_layout={**_LDM, "text_encoder": ("clip", "cond_stage_model.transformer.")},
+        embedding_keys={"text_encoder": "emb_params"},
         **_SD_VAE_PASSES, **_SD_COMMON,
     ),
     Family.SD2: FamilySpec(
@@ -352,6 +367,8 @@ FAMILIES: dict[Family, FamilySpec] = {
         },
         default_resolution=768, bucket_step=8, prediction_type=PredictionType.V_PREDICTION, vae_scaling_factor=0.18215,
         activations=ActivationProfile(218_600, 48_500, SD21_ATTENTION_LEVELS),
+        single_file_layout={**_LDM, "text_encoder": ("open_clip", "cond_stage_model.model.")},
+        embedding_keys={"text_encoder": "emb_params"},
         **_SD_VAE_PASSES, **_SD_COMMON,
     ),
     Family.SDXL: FamilySpec(
@@ -363,7 +380,11 @@ FAMILIES: dict[Family, FamilySpec] = {
             "vae": SD_VAE,
         },
         default_resolution=1024, bucket_step=64, prediction_type=PredictionType.EPSILON, vae_scaling_factor=0.13025,
-        activations=ActivationProfile(228_600, 58_500, SDXL_ATTENTION_LEVELS),
+        activations=ActivationProfile(408_700, 14_800, SDXL_ATTENTION_LEVELS),
+        added_conditions=("text_embeds", "time_ids"),
+        single_file_layout={**_LDM, "text_encoder": ("clip", "conditioner.embedders.0.transformer."),
+                            "text_encoder_2": ("open_clip", "conditioner.embedders.1.model.")},
+        embedding_keys={"text_encoder": "clip_l", "text_encoder_2": "clip_g"},
         **_SD_VAE_PASSES, **_SD_COMMON,
     ),
     Family.PIXART_ALPHA: FamilySpec(
@@ -383,7 +404,11 @@ FAMILIES: dict[Family, FamilySpec] = {
         {"prior": CASCADE_PRIOR, "text_encoder": CASCADE_TEXT_ENCODER, "effnet": EFFICIENTNET_V2_S},
         default_resolution=1024, latent_downscale=1024 / 24, latent_channels=16, bucket_step=128,
         prediction_type=PredictionType.EPSILON, vae_scaling_factor=None, text_tokens=77,
-        activations=ActivationProfile(228_600, 58_500, (SelfAttentionLevel(1, 32, 16), SelfAttentionLevel(2, 32, 48))),
+        activations=ActivationProfile(
+            round(CASCADE_LITE_ACTIVATIONS.bytes_per_latent_pixel * CASCADE_SCALE),
+            round(CASCADE_LITE_ACTIVATIONS.checkpointed_bytes_per_latent_pixel * CASCADE_SCALE),
+            (SelfAttentionLevel(1, 32, 16), SelfAttentionLevel(2, 32, 48)),
+        ),
         **_SD_VAE_PASSES,
     ),
 }
@@ -399,7 +424,7 @@ VARIANTS: dict[tuple[Family, str], FamilySpec] = {
     (Family.STABLE_CASCADE, "lite"): replace(
         _CASCADE, label="Stable Cascade stage C lite (1B)", variant="lite",
         parts={**_CASCADE.parts, "prior": CASCADE_PRIOR_LITE},
-        activations=replace(_CASCADE.activations, self_attention=(SelfAttentionLevel(1, 24, 8), SelfAttentionLevel(2, 24, 24))),
+        activations=CASCADE_LITE_ACTIVATIONS,
     ),
 }
 """Smaller checkpoints of a family, picked by a word in the base model's name."""
