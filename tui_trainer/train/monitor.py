@@ -119,3 +119,31 @@ class RunMonitor:
             self.console.flush()
         self.events.close()
         self.log.close()
+
+
+class SilentMonitor(RunMonitor):
+    """The monitor of every process but the main one: it reports nothing (one writer per run directory)."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.console = None
+        self.tracker = None
+
+    def line(self, text: str, *, progress: bool = False) -> None:
+        """Nothing."""
+
+    def status(self, state: RunState, **fields: Any) -> None:
+        """Nothing."""
+
+    def emit(self, type: str, text: str | None = None, **fields: Any) -> dict[str, Any]:
+        """The event, unwritten."""
+        return {"type": type, **fields}
+
+    def cache_progress(self, kind: str, done: int, total: int, hits: int) -> None:
+        """Nothing."""
+
+    def step(self, event: dict[str, Any], state: RunState = RunState.TRAINING) -> None:
+        """Nothing."""
+
+    def close(self) -> None:
+        """Nothing."""

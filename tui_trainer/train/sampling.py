@@ -1,0 +1,101 @@
+"""Sample images during training with the family's diffusers pipeline and the current trainable weights.
+
+Sampling never moves the training RNG streams: each image has its own seeded generator, and the global RNG
+states are put back afterwards. Parts are switched to eval and back, parts parked on the CPU come to the
+device only for the sampling, and the pipeline is freed before training goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+
+from tui_trainer.atomic import atomic_write_bytes
+from tui_trainer.config import TrainConfig, parse_resolution
+from tui_trainer.config.enums import SAMPLERS
+from tui_trainer.config.schema import SampleConfig
+from tui_trainer.train.backup import rng_state, set_rng_state
+from tui_trainer.train.loading import PIPELINE_EXTRAS, ModelParts
+
+
+def sample_name(step: int, index: int) -> str:
+    """File name of sample `index` at `step`: step-000120-0.png."""
+    return f"step-{step:06d}-{index}.png"
+
+
+def default_size(config: TrainConfig) -> tuple[int, int]:
+    """(width, height) of a sample without its own size: the fixed training size, else the first target side."""
+    sides, fixed = parse_resolution(config.training.resolution)
+    return fixed or (sides[0], sides[0])
+
+
+def sampler(name: str, noise_scheduler: Any) -> Any:
+    """The diffusers scheduler of a sampler name, configured like the model's own scheduler."""
+    return getattr(diffusers, SAMPLERS[name]).from_config(noise_scheduler.config)
+
+
+@contextlib.contextmanager
+def sampling_mode(modules: list[torch.nn.Module], device: torch.device) -> Iterator[None]:
+    """Modules in eval mode on `device`, each put back in its mode and on its device afterwards; RNGs untouched."""
+    before = [(module, module.training, next(module.parameters()).device) for module in modules]
+    rngs = rng_state({})
+    try:
+        for module in modules:
+            module.eval().to(device)
+        yield
+    finally:
+        for module, training, place in before:
+            module.train(training).to(place)
+        set_rng_state(rngs, {})
+        if device.type == "cuda":
+            gc.collect()
+            torch.cuda.empty_cache()
+
+
+def build_pipeline(model: ModelParts, unwrap: Callable[[torch.nn.Module], torch.nn.Module], scheduler: Any) -> Any:
+    """The family's pipeline around the live (trained) modules."""
+    components = {
+        "vae": model.vae, "unet": unwrap(model.unet), "scheduler": scheduler,
+        **{name: unwrap(module) for name, module in model.text_encoders.items()}, **model.tokenizers,
+    }
+    pipeline = model.pipeline_class(**components, **PIPELINE_EXTRAS.get(model.family, {}))
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def generate(pipeline: Any, sample: SampleConfig, size: tuple[int, int], device: torch.device) -> Any:
+    """One PIL image of `sample`."""
+    generator = torch.Generator(device=device).manual_seed(sample.seed)
+    return pipeline(
+        prompt=sample.prompt, negative_prompt=sample.negative_prompt or None,
+        width=sample.width or size[0], height=sample.height or size[1],
+        num_inference_steps=sample.steps, guidance_scale=sample.cfg, generator=generator,
+    ).images[0]
+
+
+def make_samples(
+    model: ModelParts, config: TrainConfig, folder: Path, step: int, device: torch.device,
+    unwrap: Callable[[torch.nn.Module], torch.nn.Module], autocast: Callable[[], Any],
+) -> list[Path]:
+    """Write every configured sample of `step` into `folder` as PNG; returns the paths in sample order."""
+    modules = [model.vae, unwrap(model.unet), *(unwrap(module) for module in model.text_encoders.values())]
+    size = default_size(config)
+    paths = []
+    with sampling_mode(modules, device), torch.no_grad(), autocast():
+        for index, sample in enumerate(config.samples):
+            pipeline = build_pipeline(model, unwrap, sampler(sample.sampler, model.noise_scheduler))
+            image = generate(pipeline, sample, size, device)
+            del pipeline
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            path = folder / sample_name(step, index)
+            atomic_write_bytes(path, buffer.getvalue())
+            paths.append(path)
+    return paths
