@@ -54,7 +54,9 @@ class TinySpec:
     pipeline: str
     unet: dict[str, Any]
     scheduler: dict[str, Any] = field(default_factory=dict)
-    text_encoder_2: bool = False
+    text_encoder_2: dict[str, Any] | None = None
+    """Settings of a second text encoder (with projection) over TINY_TEXT_ENCODER; None = no second encoder.
+    Wider than the first, as in SDXL: single-file loading tells the two apart by their width."""
     vae_scaling_factor: float = 0.18215
 
 
@@ -77,10 +79,10 @@ TINY_SPECS: dict[str, TinySpec] = {
             "addition_embed_type": "text_time",
             "addition_time_embed_dim": 8,
             "transformer_layers_per_block": [1, 2],
-            "projection_class_embeddings_input_dim": 80,
-            "cross_attention_dim": 64,
+            "projection_class_embeddings_input_dim": 6 * 8 + 64,
+            "cross_attention_dim": 32 + 64,
         },
-        text_encoder_2=True,
+        text_encoder_2={"hidden_size": 64, "intermediate_size": 75, "projection_dim": 64},
         vae_scaling_factor=0.13025,
     ),
 }
@@ -101,12 +103,13 @@ def tiny_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[], pad_token="<|endoftext|>", model_max_length=77)
 
 
-def _text_encoder(with_projection: bool, vocab_size: int, seed: int):
+def _text_encoder(with_projection: bool, vocab_size: int, seed: int, **overrides: Any):
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    config = CLIPTextConfig(vocab_size=vocab_size, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, **TINY_TEXT_ENCODER)
+    settings = TINY_TEXT_ENCODER | overrides
+    config = CLIPTextConfig(vocab_size=vocab_size, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, **settings)
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
 
@@ -131,9 +134,9 @@ def build_tiny_pipeline(kind: str = "sd15", seed: int = 0):
         "text_encoder": _text_encoder(False, len(tokenizer), seed + 2),
     }
     pipeline_class = getattr(diffusers, spec.pipeline)
-    if spec.text_encoder_2:
+    if spec.text_encoder_2 is not None:
         parts["tokenizer_2"] = tiny_tokenizer()
-        parts["text_encoder_2"] = _text_encoder(True, len(tokenizer), seed + 3)
+        parts["text_encoder_2"] = _text_encoder(True, len(tokenizer), seed + 3, **spec.text_encoder_2)
     else:
         parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     return pipeline_class(**parts)

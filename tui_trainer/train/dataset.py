@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageOps
 
 from tui_trainer.config.schema import ConceptConfig
+from tui_trainer.train.masks import MaskSource, fill_mask
 
 BACKGROUND = (255, 255, 255)
 """Colour transparent pixels are composited on."""
@@ -86,6 +87,21 @@ def mask_tensor(path: str | Path, bucket: tuple[int, int], augment: Augment) -> 
     return torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None]
 
 
+def item_mask(source: MaskSource, item: Any, augment: Augment, rng: random.Random) -> torch.Tensor:
+    """An item's mask: its -masklabel.png transformed like the image when the source uses files, else generated."""
+    if source.use_files and item.mask_path:
+        return mask_tensor(item.mask_path, item.bucket, augment)
+    return fill_mask(source.fill, rng, tuple(item.bucket))
+
+
+def geometry(item: Any, augment: Augment) -> tuple[int, int, int, int, int, int]:
+    """(original height, original width, crop top, crop left, target height, target width) of an item: SDXL's
+    size and crop conditioning. The crop is in the resized image, measured from the left of the image as shown."""
+    covered = cover_size((item.width, item.height), item.bucket)
+    left = covered[0] - item.bucket[0] - augment.left if augment.flip else augment.left
+    return item.height, item.width, augment.top, left, item.bucket[1], item.bucket[0]
+
+
 def process_caption(item: Any, concept: ConceptConfig, rng: random.Random) -> str:
     """An item's caption for one step: a prompts-file pick, caption dropout, then the kept leading tags
     followed by the others with tag dropout and shuffling (the report's captions already carry prefix/suffix)."""
@@ -119,45 +135,50 @@ class EpochBatches(torch.utils.data.Dataset):
     """One epoch's micro-batches in plan order; element i is batch i, loaded and augmented.
 
     With `latents` (a key -> tensor lookup), pixels are not loaded: each item's cached latent is used.
+    With `masks`, every item has a mask (B1HW "masks"). "geometry" holds each item's `geometry()`.
     Items that fail to load are left out and reported in "skipped" as (path, reason).
     """
 
     def __init__(self, batches: list[list[Any]], epoch: int, seed: int, concepts: list[ConceptConfig],
-                 latents: Any = None, with_masks: bool = False):
+                 latents: Any = None, masks: MaskSource | None = None):
         self.batches = batches
         self.epoch = epoch
         self.seed = seed
         self.concepts = concepts
         self.latents = latents
-        self.with_masks = with_masks
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        images, captions, masks, paths, skipped = [], [], [], [], []
+        images, captions, masks, sizes, paths, skipped = [], [], [], [], [], []
         for position, item in enumerate(self.batches[index]):
             concept = self.concepts[item.concept_index]
             rng = item_rng(self.seed, self.epoch, index, position)
             try:
                 if self.latents is not None:
                     augment = choose_augment(item, concept, rng, fixed_crop_rng(self.seed, item.path))
-                    images.append(self.latents.latent(item, augment))
+                    image = self.latents.latent(item, augment)
                 else:
                     augment = choose_augment(item, concept, rng)
-                    images.append(to_tensor(transform(open_rgb(item.path), item.bucket, augment)))
-                if self.with_masks and item.mask_path:
-                    masks.append(mask_tensor(item.mask_path, item.bucket, augment))
+                    image = to_tensor(transform(open_rgb(item.path), item.bucket, augment))
+                if self.masks is not None:
+                    mask_rng = random.Random(f"{self.seed}:{self.epoch}:{index}:{position}:mask")
+                    masks.append(item_mask(self.masks, item, augment, mask_rng))
+                images.append(image)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                 skipped.append((str(item.path), f"{type(error).__name__}: {error}"))
                 continue
             captions.append(process_caption(item, concept, rng))
+            sizes.append(geometry(item, augment))
             paths.append(str(item.path))
         key = "latents" if self.latents is not None else "pixels"
         return {
             "index": index,
             key: torch.stack(images) if images else None,
-            "masks": torch.stack(masks) if masks and len(masks) == len(images) else None,
+            "masks": torch.stack(masks) if masks else None,
+            "geometry": torch.tensor(sizes, dtype=torch.float32).reshape(-1, 6),
             "captions": captions,
             "paths": paths,
             "skipped": skipped,

@@ -11,6 +11,7 @@ from diffusers.training_utils import compute_snr
 
 from tui_trainer.config.enums import Family, LossType
 from tui_trainer.config.schema import TrainingConfig
+from tui_trainer.models.families import family_spec
 from tui_trainer.train.loading import ModelParts
 
 
@@ -21,9 +22,22 @@ def clip_conditioning(model: ModelParts, captions: list[str], device: torch.devi
     return {"encoder_hidden_states": model.text_encoders["text_encoder"](ids.to(device))[0]}
 
 
+def clip_pair_conditioning(model: ModelParts, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+    """SDXL: both encoders' penultimate hidden states side by side, and the second encoder's pooled projection.
+
+    Written out because diffusers' encode_prompt is a pipeline method; it computes the same tensors."""
+    states = []
+    for tokenizer, encoder in zip(model.tokenizers.values(), model.text_encoders.values(), strict=True):
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        output = encoder(ids.to(device), output_hidden_states=True)
+        states.append(output.hidden_states[-2])
+    return {"encoder_hidden_states": torch.cat(states, dim=-1), "text_embeds": output[0]}
+
+
 CONDITIONING: dict[Family, Callable[[ModelParts, list[str], torch.device], dict[str, torch.Tensor]]] = {
     Family.SD15: clip_conditioning,
     Family.SD2: clip_conditioning,
+    Family.SDXL: clip_pair_conditioning,
 }
 """Captions -> UNet keyword arguments, per family."""
 
@@ -33,6 +47,25 @@ def conditioning_for(family: Family) -> Callable[[ModelParts, list[str], torch.d
     if family not in CONDITIONING:
         raise NotImplementedError(f"training family {family.value!r} is not available yet; available: {', '.join(CONDITIONING)}")
     return CONDITIONING[family]
+
+
+IMAGE_CONDITIONS: dict[str, Callable[[dict[str, Any]], torch.Tensor]] = {
+    "time_ids": lambda batch: batch["geometry"],
+}
+"""Added conditions taken from a batch's images rather than its captions."""
+
+
+def image_conditions(family: Family, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    """The family's added conditions that come from the batch's images (e.g. SDXL's time ids)."""
+    names = [name for name in family_spec(family).added_conditions if name in IMAGE_CONDITIONS]
+    return {name: IMAGE_CONDITIONS[name](batch).to(device) for name in names}
+
+
+def unet_kwargs(family: Family, conditioning: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, Any]:
+    """Conditioning tensors -> the denoiser's keyword arguments (the family's added conditions grouped)."""
+    kwargs: dict[str, Any] = {name: value.to(dtype) for name, value in conditioning.items()}
+    added = {name: kwargs.pop(name) for name in family_spec(family).added_conditions}
+    return kwargs | ({"added_cond_kwargs": added} if added else {})
 
 
 TARGETS: dict[str, Callable[[Any, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -96,12 +129,18 @@ def diffusion_loss(
 def denoise_loss(
     model: ModelParts, latents: torch.Tensor, conditioning: dict[str, torch.Tensor], training: TrainingConfig,
     generator: torch.Generator, input_dtype: torch.dtype, autocast: Any,
+    extra_channels: torch.Tensor | None = None, weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One forward pass of the denoiser on noised latents and its loss against the prediction-type target."""
+    """One forward pass of the denoiser on noised latents and its loss against the prediction-type target.
+
+    `extra_channels` are concatenated to the noised latents (an inpainting UNet's mask and masked-image
+    latents); `weights` weight the element loss (masked training)."""
     scheduler = model.noise_scheduler
     noise, timesteps, noisy = add_noise(scheduler, latents, training, generator)
     target = TARGETS[model.prediction_type](scheduler, latents, noise, timesteps)
-    cond = {name: value.to(input_dtype) for name, value in conditioning.items()}
+    if extra_channels is not None:
+        noisy = torch.cat([noisy, extra_channels.to(noisy)], dim=1)
+    kwargs = unet_kwargs(model.family, conditioning, input_dtype)
     with autocast():
-        prediction = model.unet(noisy.to(input_dtype), timesteps, **cond, return_dict=False)[0]
-    return diffusion_loss(prediction, target, timesteps, scheduler, model.prediction_type, training)
+        prediction = model.unet(noisy.to(input_dtype), timesteps, **kwargs, return_dict=False)[0]
+    return diffusion_loss(prediction, target, timesteps, scheduler, model.prediction_type, training, weights)

@@ -1,0 +1,214 @@
+"""diffusers parts -> one original-layout (A1111 / ComfyUI / ldm) single-file state dict.
+
+diffusers ships only the other direction (`diffusers.loaders.single_file_utils`, used by `from_single_file`),
+so the block-index arithmetic below is its inverse, written by hand; the fixed-name keys come from
+diffusers' own DIFFUSERS_TO_LDM_MAPPING. Every converted part is checked by running diffusers' forward
+converter on the result: it must give back exactly the part's own keys and shapes, or nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from diffusers.loaders import single_file_utils as sfu
+
+from tui_trainer.models.families import family_spec
+
+RESNET_NAMES = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
+                "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+"""diffusers UNet resnet parameter names -> ldm names."""
+
+VAE_ATTENTION_NAMES = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+"""diffusers VAE attention names -> ldm names (ldm holds them as 1x1 convolutions)."""
+
+OPEN_CLIP_LAYER_NAMES = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+                         "self_attn.out_proj": "attn.out_proj"}
+"""transformers CLIP encoder-layer names -> OpenCLIP resblock names (q/k/v are fused into in_proj)."""
+
+
+class ConversionError(Exception):
+    """A part cannot be written in the original layout (its structure differs from Stable Diffusion's)."""
+
+
+def _inverse(mapping: dict[str, str]) -> dict[str, str]:
+    return {ldm: diffusers for diffusers, ldm in mapping.items()}
+
+
+def _rename(name: str, table: dict[str, str]) -> str:
+    for old, new in table.items():
+        if name.startswith(old + "."):
+            return new + name[len(old):]
+    return name
+
+
+def unet_key_map(unet: torch.nn.Module) -> dict[str, str]:
+    """diffusers UNet2DConditionModel key -> ldm key (without the model.diffusion_model. prefix)."""
+    config = unet.config
+    per_block = config.layers_per_block + 1
+    fixed = {**sfu.DIFFUSERS_TO_LDM_MAPPING["unet"]["layers"]}
+    if config.addition_embed_type == "text_time":
+        fixed |= sfu.DIFFUSERS_TO_LDM_MAPPING["unet"]["addition_embed_type"]
+    mapping = {}
+    for key in unet.state_dict():
+        if key in fixed:
+            mapping[key] = fixed[key]
+            continue
+        parts = key.split(".")
+        if parts[0] == "down_blocks":
+            block, kind, index, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
+            if kind == "downsamplers":
+                mapping[key] = f"input_blocks.{(block + 1) * per_block}.0.op.{parts[-1]}"
+                continue
+            slot = 1 + block * per_block + index
+            mapping[key] = f"input_blocks.{slot}.{0 if kind == 'resnets' else 1}." + (
+                _rename(rest, RESNET_NAMES) if kind == "resnets" else rest)
+        elif parts[0] == "mid_block":
+            kind, index, rest = parts[1], int(parts[2]), ".".join(parts[3:])
+            slot = 2 * index if kind == "resnets" else 1
+            mapping[key] = f"middle_block.{slot}." + (_rename(rest, RESNET_NAMES) if kind == "resnets" else rest)
+        elif parts[0] == "up_blocks":
+            block, kind, index, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
+            if kind == "upsamplers":
+                has_attention = any(k.startswith(f"up_blocks.{block}.attentions.") for k in unet.state_dict())
+                mapping[key] = f"output_blocks.{block * per_block + per_block - 1}.{2 if has_attention else 1}.conv.{parts[-1]}"
+                continue
+            slot = block * per_block + index
+            mapping[key] = f"output_blocks.{slot}.{0 if kind == 'resnets' else 1}." + (
+                _rename(rest, RESNET_NAMES) if kind == "resnets" else rest)
+        else:
+            raise ConversionError(f"UNet key {key!r} has no place in the original layout")
+    return mapping
+
+
+def vae_key_map(vae: torch.nn.Module) -> dict[str, str]:
+    """diffusers AutoencoderKL key -> ldm key (without the first_stage_model. prefix)."""
+    fixed = sfu.DIFFUSERS_TO_LDM_MAPPING["vae"]
+    up_blocks = len(vae.config.up_block_types)
+    mapping = {}
+    for key in vae.state_dict():
+        if key in fixed:
+            mapping[key] = fixed[key]
+            continue
+        coder, block_kind, *rest = key.split(".")
+        if block_kind == "mid_block":
+            kind, index, tail = rest[0], int(rest[1]), ".".join(rest[2:])
+            if kind == "resnets":
+                mapping[key] = f"{coder}.mid.block_{index + 1}.{tail.replace('conv_shortcut', 'nin_shortcut')}"
+            else:
+                mapping[key] = f"{coder}.mid.attn_1.{_rename(tail, VAE_ATTENTION_NAMES)}"
+            continue
+        block, kind, index, tail = int(rest[0]), rest[1], rest[2], ".".join(rest[3:])
+        ldm_block = block if coder == "encoder" else up_blocks - 1 - block
+        level = "down" if coder == "encoder" else "up"
+        if kind == "resnets":
+            mapping[key] = f"{coder}.{level}.{ldm_block}.block.{index}.{tail.replace('conv_shortcut', 'nin_shortcut')}"
+        else:
+            sampler = "downsample" if coder == "encoder" else "upsample"
+            mapping[key] = f"{coder}.{level}.{ldm_block}.{sampler}.{tail}"
+    return mapping
+
+
+def _convert_unet(unet: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    state = unet.state_dict()
+    return {prefix + ldm: state[key] for key, ldm in unet_key_map(unet).items()}
+
+
+def _convert_vae(vae: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    state = vae.state_dict()
+    out = {}
+    for key, ldm in vae_key_map(vae).items():
+        value = state[key]
+        if ".mid.attn_1." in ldm and ldm.endswith("weight") and value.ndim == 2:
+            value = value[:, :, None, None]  # ldm's attention projections are 1x1 convolutions
+        out[prefix + ldm] = value
+    return out
+
+
+def _text_model_state(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CLIP text encoder's state dict with the `text_model.` level the original layout keeps (transformers 5
+    drops it for CLIPTextModel)."""
+    state = encoder.state_dict()
+    return {key if key.startswith(("text_model.", "text_projection")) else f"text_model.{key}": value for key, value in state.items()}
+
+
+def _convert_clip(encoder: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    return {prefix + key: value for key, value in _text_model_state(encoder).items() if not key.startswith("text_projection")}
+
+
+def _convert_open_clip(encoder: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    state = _text_model_state(encoder)
+    fixed = sfu.DIFFUSERS_TO_LDM_MAPPING["openclip"]["layers"]
+    out: dict[str, torch.Tensor] = {}
+    fused: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        if key in fixed:
+            out[prefix + fixed[key]] = value.T.contiguous() if key == "text_projection.weight" else value
+            continue
+        layer, name = key.removeprefix("text_model.encoder.layers.").split(".", 1)
+        head = f"{prefix}transformer.resblocks.{layer}."
+        projection = name.split(".")[1] if name.startswith("self_attn.") else ""
+        if projection in ("q_proj", "k_proj", "v_proj"):
+            fused.setdefault(f"{head}attn.in_proj_{name.rsplit('.', 1)[1]}", {})[projection] = value
+            continue
+        out[head + _rename(name.rsplit(".", 1)[0], OPEN_CLIP_LAYER_NAMES) + "." + name.rsplit(".", 1)[1]] = value
+    for key, pieces in fused.items():
+        out[key] = torch.cat([pieces["q_proj"], pieces["k_proj"], pieces["v_proj"]])
+    return out
+
+
+def _check_unet(unet: torch.nn.Module, converted: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return sfu.convert_ldm_unet_checkpoint(converted, dict(unet.config))
+
+
+def _check_vae(vae: torch.nn.Module, converted: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return sfu.convert_ldm_vae_checkpoint(converted, dict(vae.config))
+
+
+def _check_clip(encoder: torch.nn.Module, converted: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return sfu.convert_ldm_clip_checkpoint(converted, prefix)
+
+
+def _check_open_clip(encoder: torch.nn.Module, converted: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return sfu.convert_open_clip_checkpoint(encoder, converted, prefix=prefix)
+
+
+LAYOUTS: dict[str, tuple[Callable[[Any, str], dict[str, torch.Tensor]], Callable[..., dict[str, torch.Tensor]]]] = {
+    "ldm_unet": (_convert_unet, _check_unet),
+    "ldm_vae": (_convert_vae, _check_vae),
+    "clip": (_convert_clip, _check_clip),
+    "open_clip": (_convert_open_clip, _check_open_clip),
+}
+"""Key layout -> (diffusers part -> original keys, diffusers' own original -> diffusers converter)."""
+
+
+def _expected(part: torch.nn.Module, layout: str) -> dict[str, torch.Size]:
+    state = _text_model_state(part) if layout in ("clip", "open_clip") else part.state_dict()
+    if layout == "clip":
+        state = {key: value for key, value in state.items() if not key.startswith("text_projection")}
+    return {key: value.shape for key, value in state.items()}
+
+
+def convert_part(part: torch.nn.Module, layout: str, prefix: str) -> dict[str, torch.Tensor]:
+    """One part in the original layout, checked against diffusers' own reading of it."""
+    convert, read_back = LAYOUTS[layout]
+    converted = convert(part, prefix)
+    back = {key.removeprefix("text_model."): value.shape for key, value in read_back(part, converted, prefix).items()}
+    expected = {key.removeprefix("text_model."): shape for key, shape in _expected(part, layout).items()}
+    if back != expected:
+        missing, extra = sorted(set(expected) - set(back)), sorted(set(back) - set(expected))
+        wrong = sorted(key for key in set(back) & set(expected) if back[key] != expected[key])
+        raise ConversionError(f"{layout} conversion does not read back: missing {missing[:5]}, extra {extra[:5]}, shapes {wrong[:5]}")
+    return converted
+
+
+def single_file_state_dict(family: Any, parts: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """Every part of a family's original single-file checkpoint, as contiguous CPU tensors."""
+    layout = family_spec(family).single_file_layout
+    if not layout:
+        raise ConversionError(f"family {family} has no original single-file layout")
+    state: dict[str, torch.Tensor] = {}
+    for name, (kind, prefix) in layout.items():
+        state |= convert_part(parts[name], kind, prefix)
+    return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
