@@ -256,6 +256,7 @@ async def test_a_resumed_run_replaces_the_chart_from_the_resumed_step(tmp_path: 
     for step in range(1, 6):
         fake.step(step, 1.0, 1.0)
     fake.event("start", total_steps=10, epochs=2)
+    fake.event("resume", step=3, epoch=1, batch_index=3, total_steps=10)
     for step in range(4, 7):
         fake.step(step, 0.5, 0.5)
     app = monitor_app(tmp_path, fake.run)

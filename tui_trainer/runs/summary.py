@@ -100,6 +100,13 @@ def _on_start(summary: RunSummary, event: dict[str, Any]) -> None:
     summary.end = None
 
 
+def _on_resume(summary: RunSummary, event: dict[str, Any]) -> None:
+    summary.step = int(event.get("step", summary.step))
+    summary.total_steps = event.get("total_steps", summary.total_steps)
+    summary.error = None
+    summary.end = None
+
+
 def _on_step(summary: RunSummary, event: dict[str, Any]) -> None:
     for name in ("step", "total_steps", "epoch", "epochs", "loss", "smoothed_loss", "it_per_s", "eta_s", "vram_bytes"):
         if name in event:
@@ -133,6 +140,7 @@ def _on_warning(summary: RunSummary, event: dict[str, Any]) -> None:
 
 EVENT_HANDLERS: dict[str, Callable[[RunSummary, dict[str, Any]], None]] = {
     "start": _on_start,
+    "resume": _on_resume,
     "step": _on_step,
     "cache_progress": _on_cache_progress,
     "error": _on_error,

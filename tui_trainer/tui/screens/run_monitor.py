@@ -129,6 +129,8 @@ class RunMonitorScreen(Screen[None]):
             self.summary.apply(event)
             if event.get("type") == "step" and isinstance(event.get("loss"), (int, float)):
                 chart.add(event["step"], event["loss"], event.get("smoothed_loss"))
+            elif event.get("type") == "resume" and isinstance(event.get("step"), int):
+                chart.truncate(event["step"])
         chart.redraw()
         self.query_one(LogView).add_lines(update.log_lines)
         state, pending = str(update.status.get("state", self.state)), set(update.pending)

@@ -148,12 +148,16 @@ class LossChart(Widget):
 
     def add(self, step: float, loss: float, smoothed: float | None) -> None:
         """Add one step; a step at or before the last one (a resumed run) replaces the history from there."""
-        if self.steps and step <= self.steps[-1]:
-            cut = bisect_left(self.steps, step)
-            del self.steps[cut:], self.raw[cut:], self.smoothed[cut:]
+        self.truncate(step - 1)
         self.steps.append(step)
         self.raw.append(loss)
         self.smoothed.append(loss if smoothed is None else smoothed)
+
+    def truncate(self, last_step: float) -> None:
+        """Forget the steps after `last_step` (a run resumed from the backup of that step)."""
+        if self.steps and self.steps[-1] > last_step:
+            cut = bisect_left(self.steps, last_step + 1)
+            del self.steps[cut:], self.raw[cut:], self.smoothed[cut:]
 
     def on_resize(self) -> None:
         self.redraw()
