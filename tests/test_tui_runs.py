@@ -281,6 +281,19 @@ async def test_detach_quits_attach_mode_and_the_folder_key_shows_the_path(tmp_pa
     assert not fake.run.commands_dir.joinpath("stop").exists()
 
 
+async def test_attaching_to_a_long_run_reads_its_whole_history(tmp_path: Path):
+    fake = FakeRun(tmp_path / "ws")
+    fake.status("finished", step=30_000, total_steps=30_000)
+    lines = (json.dumps({"type": "step", "time": fake.clock, "step": step, "total_steps": 30_000, "loss": 1 / step,
+                         "smoothed_loss": 1 / step}) for step in range(1, 30_001))
+    fake.run.events_file.write_text("\n".join(lines) + "\n")
+    app = monitor_app(tmp_path, fake.run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: "30000 steps · last 0.0000" in screen_text(app))
+        chart = app.screen.query_one(LossChart)
+        assert chart.points == 30_000 and chart.steps[0] == 1 and "step 30000/30000" in screen_text(app)
+
+
 def test_column_extremes_keep_a_single_spike_and_means_fit_the_columns():
     x = np.arange(1, 100_001, dtype=np.float64)
     y = np.full_like(x, 0.1)

@@ -31,6 +31,9 @@ from tui_trainer.tui.widgets.sample_view import SampleView
 POLL_S = 0.5
 """How often the run folder is read."""
 
+EVENTS_PER_SLICE = 5000
+"""Events folded between two looks at the keyboard (attaching to a long run reads its whole history)."""
+
 TRAINING_STATES = frozenset({RunState.TRAINING, RunState.SAMPLING, RunState.SAVING})
 LIVE_STATES = frozenset(RunState) - TERMINAL_STATES
 
@@ -125,12 +128,14 @@ class RunMonitorScreen(Screen[None]):
     async def apply(self, update: RunUpdate) -> None:
         """Show one look at the run folder."""
         chart = self.query_one(LossChart)
-        for event in update.events:
-            self.summary.apply(event)
-            if event.get("type") == "step" and isinstance(event.get("loss"), (int, float)):
-                chart.add(event["step"], event["loss"], event.get("smoothed_loss"))
-            elif event.get("type") == "resume" and isinstance(event.get("step"), int):
-                chart.truncate(event["step"])
+        for start in range(0, len(update.events), EVENTS_PER_SLICE):
+            for event in update.events[start:start + EVENTS_PER_SLICE]:
+                self.summary.apply(event)
+                if event.get("type") == "step" and isinstance(event.get("loss"), (int, float)):
+                    chart.add(event["step"], event["loss"], event.get("smoothed_loss"))
+                elif event.get("type") == "resume" and isinstance(event.get("step"), int):
+                    chart.truncate(event["step"])
+            await asyncio.sleep(0)
         chart.redraw()
         self.query_one(LogView).add_lines(update.log_lines)
         state, pending = str(update.status.get("state", self.state)), set(update.pending)
