@@ -115,7 +115,7 @@ def with_absolute_paths(config: TrainConfig, config_file: str | Path | None) -> 
     for concept in document["concepts"]:
         concept["path"] = absolute(concept["path"])
         concept["prompts_file"] = absolute(concept["prompts_file"])
-    for key in ("base_model", "vae"):
+    for key in ("base_model", "vae", "effnet_encoder"):
         document["model"][key] = absolute(document["model"][key], local_only=True)
     return TrainConfig.model_validate(document)
 
@@ -136,7 +136,8 @@ def check_paths(config: TrainConfig, config_file: str | Path | None) -> list[Con
             problems.append(
                 ConfigProblem(file, f"concepts[{index}].prompts_file", f"file {concept.prompts_file!r} does not exist")
             )
-    for key, value in (("model.base_model", config.model.base_model), ("model.vae", config.model.vae)):
+    model = config.model
+    for key, value in (("model.base_model", model.base_model), ("model.vae", model.vae), ("model.effnet_encoder", model.effnet_encoder)):
         if value and _looks_local(value) and not resolve_path(config_file, value).exists():
             problems.append(ConfigProblem(file, key, f"{value!r} does not exist"))
     return problems

@@ -92,6 +92,8 @@ class ModelConfig(Section):
     """Compute dtype of the training step (float32, float16, bfloat16, tf32)."""
     allow_pickle: bool = False
     """Allow loading pickle checkpoints (.ckpt/.pt/.bin); they can run code, so only for trusted files."""
+    effnet_encoder: str | None = None
+    """Stable Cascade: effnet_encoder.safetensors (from stabilityai/stable-cascade); absent = that file in the model folder."""
 
 
 class WorkspaceConfig(Section):
@@ -243,6 +245,8 @@ class TrainingConfig(Section):
     """Min-SNR loss weighting gamma (5 is usual); absent = off."""
     offset_noise: float = Field(default=0.0, ge=0, le=1)
     """Offset noise strength (0.05-0.1 helps very dark/bright images); 0 = off."""
+    variance_loss: bool = False
+    """PixArt-alpha: also train the learned variance (output channels 5-8) with the variational-bound term."""
     masked_training: bool = False
     """Weight the loss by each image's -masklabel.png mask."""
     unmasked_probability: Probability = 0.1

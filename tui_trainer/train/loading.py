@@ -12,6 +12,7 @@ import torch
 from tui_trainer.config.enums import Family, TrainDtype, WeightDtype
 from tui_trainer.config.io import resolve_path
 from tui_trainer.config.schema import TrainConfig
+from tui_trainer.models.families import family_spec
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFE_SUFFIXES = (".safetensors", ".sft")
@@ -25,7 +26,10 @@ SINGLE_FILE_PIPELINES: dict[Family, str] = {
 """diffusers pipeline class that reads each family's original single-file layout."""
 
 NO_SAFETY_CHECKER = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-PIPELINE_EXTRAS: dict[Family, dict[str, Any]] = {Family.SD15: NO_SAFETY_CHECKER, Family.SD2: NO_SAFETY_CHECKER}
+PIPELINE_EXTRAS: dict[Family, dict[str, Any]] = {
+    Family.SD15: NO_SAFETY_CHECKER, Family.SD2: NO_SAFETY_CHECKER,
+    Family.STABLE_CASCADE: {"image_encoder": None, "feature_extractor": None},
+}
 """Components a trainer never needs, left unloaded."""
 
 STORAGE_DTYPES: dict[WeightDtype, torch.dtype | None] = {
@@ -62,6 +66,15 @@ class ModelParts:
     text_encoders: dict[str, torch.nn.Module] = field(default_factory=dict)
     tokenizers: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    scheduler: Any = None
+    """The base model's own sampling scheduler (saved with full models)."""
+    pipeline_names: dict[str, str | None] = field(default_factory=dict)
+    """Pipeline component name of a part where it differs (unet -> transformer / prior; None = not a component)."""
+
+    def pipeline_components(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+        """Parts by trainer name -> the pipeline constructor's keyword arguments."""
+        named = {self.pipeline_names.get(name, name): module for name, module in modules.items()}
+        return {name: module for name, module in named.items() if name is not None}
 
     def part(self, name: str) -> torch.nn.Module:
         """A model part by name: unet, vae, text_encoder or text_encoder_2."""
@@ -87,7 +100,7 @@ def hub_hint(repo_id: str, error: BaseException) -> str:
 
 def _part_dtypes(config: TrainConfig) -> dict[str, WeightDtype]:
     model = config.model
-    return {"unet": model.unet_dtype, "vae": model.vae_dtype, "text_encoder": model.text_encoder_dtype,
+    return {family_spec(model.family).denoiser.name: model.unet_dtype, "vae": model.vae_dtype, "text_encoder": model.text_encoder_dtype,
             "text_encoder_2": model.text_encoder_dtype}
 
 
@@ -189,31 +202,77 @@ def compute_dtype(config: TrainConfig) -> torch.dtype:
     return COMPUTE_DTYPES[config.model.train_dtype]
 
 
-def load_model(config: TrainConfig, config_path: str | Path | None = None) -> ModelParts:
-    """Load the configured base model with each part in its configured storage dtype, all frozen."""
+def ddpm_noise_scheduler(scheduler: Any, config: TrainConfig) -> tuple[Any, str]:
+    """A DDPM training scheduler with the model's own betas, and the prediction type (config, else the model's)."""
     from diffusers import DDPMScheduler
 
-    compute = compute_dtype(config)
-    pipeline, source = _load_pipeline(config, config_path, compute)
-    if config.model.vae:
-        pipeline.vae = _load_vae(config.model.vae, config_path, _load_dtype(config.model.vae_dtype, compute))
-    _apply_fp8(pipeline, _part_dtypes(config), compute)
-    scheduler_config = dict(pipeline.scheduler.config)
+    scheduler_config = dict(scheduler.config)
     prediction_type = (config.model.prediction_type or scheduler_config.get("prediction_type") or "epsilon")
     prediction_type = getattr(prediction_type, "value", prediction_type)
     noise_scheduler = DDPMScheduler.from_config(
         scheduler_config, prediction_type=prediction_type, rescale_betas_zero_snr=config.model.zero_terminal_snr
     )
+    return noise_scheduler, prediction_type
+
+
+def effnet_encoder(pipeline: Any, config: TrainConfig, config_path: str | Path | None, dtype: torch.dtype) -> torch.nn.Module:
+    """Stable Cascade's EfficientNet encoder from model.effnet_encoder (else effnet_encoder.safetensors in the model folder)."""
+    from tui_trainer.train.effnet import load_encoder
+
+    default = resolve_path(config_path, config.model.base_model) / "effnet_encoder.safetensors"
+    path = resolve_path(config_path, config.model.effnet_encoder) if config.model.effnet_encoder else default
+    if not path.is_file():
+        raise ModelLoadError(
+            f"Stable Cascade needs its EfficientNet encoder and {path} is not a file; download effnet_encoder.safetensors "
+            "(stabilityai/stable-cascade) and set model.effnet_encoder to it"
+        )
+    return load_encoder(path, dtype)
+
+
+@dataclass(frozen=True)
+class FamilyLoading:
+    """How a family's pipeline becomes ModelParts."""
+
+    autoencoder: Any = lambda pipeline, config, config_path, dtype: pipeline.vae
+    """(pipeline, config, config path, dtype) -> the module that turns pixels into latents."""
+    noise_scheduler: Any = ddpm_noise_scheduler
+    """(the model's scheduler, config) -> (training noise scheduler, prediction type)."""
+    pipeline_names: dict[str, str | None] = field(default_factory=dict)
+    """ModelParts.pipeline_names."""
+
+
+SD_LOADING = FamilyLoading()
+FAMILY_LOADING: dict[Family, FamilyLoading] = {
+    Family.PIXART_ALPHA: FamilyLoading(pipeline_names={"unet": "transformer"}),
+    Family.STABLE_CASCADE: FamilyLoading(
+        autoencoder=effnet_encoder, noise_scheduler=lambda scheduler, config: (scheduler, "epsilon"),
+        pipeline_names={"unet": "prior", "vae": None},
+    ),
+}
+"""Families loaded differently from SD's (VAE, DDPM noise, unet named unet)."""
+
+
+def load_model(config: TrainConfig, config_path: str | Path | None = None) -> ModelParts:
+    """Load the configured base model with each part in its configured storage dtype, all frozen."""
+    compute = compute_dtype(config)
+    family = FAMILY_LOADING.get(config.model.family, SD_LOADING)
+    pipeline, source = _load_pipeline(config, config_path, compute)
+    if config.model.vae:
+        pipeline.vae = _load_vae(config.model.vae, config_path, _load_dtype(config.model.vae_dtype, compute))
+    _apply_fp8(pipeline, _part_dtypes(config), compute)
+    noise_scheduler, prediction_type = family.noise_scheduler(pipeline.scheduler, config)
     parts = ModelParts(
         family=config.model.family,
         pipeline_class=type(pipeline),
-        unet=pipeline.unet,
-        vae=pipeline.vae,
+        unet=getattr(pipeline, family_spec(config.model.family).denoiser.name),
+        vae=family.autoencoder(pipeline, config, config_path, _load_dtype(config.model.vae_dtype, compute)),
         noise_scheduler=noise_scheduler,
         prediction_type=prediction_type,
         text_encoders={name: getattr(pipeline, name) for name in TEXT_ENCODER_PARTS if getattr(pipeline, name, None) is not None},
         tokenizers={name: getattr(pipeline, name) for name in ("tokenizer", "tokenizer_2") if getattr(pipeline, name, None) is not None},
         source=source,
+        scheduler=pipeline.scheduler,
+        pipeline_names=family.pipeline_names,
     )
     for module in (parts.unet, parts.vae, *parts.text_encoders.values()):
         module.requires_grad_(False)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.loaders.lora_base import LoraBaseMixin
 from diffusers.utils import convert_state_dict_to_kohya
 from safetensors.torch import save as safetensors_bytes
 
@@ -37,6 +38,9 @@ MODELSPEC_ARCHITECTURES: dict[Family, str] = {
 }
 """modelspec.architecture (the SAI model spec ComfyUI and A1111 read) per family, before '/lora'."""
 
+KOHYA_FAMILIES = frozenset({Family.SD15, Family.SD2, Family.SDXL})
+"""Families whose LoRAs have a kohya key layout here (PixArt-alpha and Stable Cascade LoRAs are written as diffusers)."""
+
 KOHYA_TEXT_ENCODER_PREFIXES: dict[int, dict[str, str]] = {
     1: {"text_encoder": "lora_te"},
     2: {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"},
@@ -44,8 +48,9 @@ KOHYA_TEXT_ENCODER_PREFIXES: dict[int, dict[str, str]] = {
 """kohya key prefix of each text encoder, by how many text encoders the model has."""
 
 PEFT_PREFIXES: dict[str, str] = {"unet": "unet", "text_encoder": "text_encoder.text_model", "text_encoder_2": "text_encoder_2.text_model"}
-"""Module-path prefix per part in the original (kohya / A1111) naming; transformers 5's CLIP state dicts drop
-the `text_model.` level that the original layout has."""
+"""Module-path prefix per part in the original (kohya / A1111) naming; transformers 5's CLIPTextModel state
+dicts drop the `text_model.` level that the original layout has (CLIPTextModelWithProjection keeps it, so
+keys are stripped of it first)."""
 
 
 def kohya_metadata(config: TrainConfig, config_text: str, **totals: Any) -> dict[str, str]:
@@ -91,7 +96,7 @@ def kohya_metadata(config: TrainConfig, config_text: str, **totals: Any) -> dict
 
 
 def _prefixed(state_dicts: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {f"{PEFT_PREFIXES[part]}.{key}": value for part, sd in state_dicts.items() for key, value in sd.items()}
+    return {f"{PEFT_PREFIXES[part]}.{key.removeprefix('text_model.')}": value for part, sd in state_dicts.items() for key, value in sd.items()}
 
 
 def _lycoris_keys(state_dicts: dict[str, dict[str, torch.Tensor]], prefixes: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -104,7 +109,7 @@ def _lycoris_keys(state_dicts: dict[str, dict[str, torch.Tensor]], prefixes: dic
         base = PEFT_PREFIXES[part].split(".", 1)[1] + "." if "." in PEFT_PREFIXES[part] else ""
         for key, value in sd.items():
             module, param = key.rsplit(".", 1)
-            out[f"{head}_{(base + module).replace('.', '_')}.{param}"] = value
+            out[f"{head}_{(base + module.removeprefix('text_model.')).replace('.', '_')}.{param}"] = value
     return out
 
 
@@ -171,6 +176,11 @@ def save_diffusers_lora(
     metadata = {f"{part}_lora_adapter_metadata": value for part, value in adapter_metadata.items()}
 
     def write(tmp: Path) -> None:
-        pipeline_class.save_lora_weights(str(tmp), safe_serialization=True, **layers, **metadata)
+        if hasattr(pipeline_class, "save_lora_weights"):
+            pipeline_class.save_lora_weights(str(tmp), safe_serialization=True, **layers, **metadata)
+        else:
+            # PixArt-alpha's and Stable Cascade's pipelines have no LoRA saver; diffusers' shared writer makes the
+            # same file: '<component>.<peft key>' tensors, each component's peft config in the metadata.
+            LoraBaseMixin._save_lora_weights(str(tmp), state_dicts, adapter_metadata, safe_serialization=True)
 
     return write_folder_atomically(folder, write)

@@ -46,6 +46,8 @@ def check(config: TrainConfig) -> list[str]:
     problems = []
     if config.lora.type not in FORMATS.get(config.output_format, frozenset()):
         problems.append(f"workspace.output_format {config.output_format.value!r} cannot hold {config.lora.type.value}; use 'kohya'")
+    if config.output_format is OutputFormat.KOHYA and config.model.family not in saving.KOHYA_FAMILIES:
+        problems.append(f"workspace.output_format 'kohya' has no key layout for {config.model.family.value} here; use 'diffusers'")
     if not any(part.train for part in part_configs(config).values()):
         problems.append("nothing to train: set unet.train or text_encoder.train to true")
     return problems
@@ -59,11 +61,12 @@ def prepare(model: ModelParts, config: TrainConfig) -> list[TrainablePart]:
         if not part_config.train or (name != "unet" and name not in model.text_encoders):
             continue
         module = model.part(name)
-        adapter = ADAPTERS[config.lora.type](config.lora, list(targets[name]))
-        if name == "unet":
+        adapter = ADAPTERS[config.lora.type](config.lora, list(targets[model.pipeline_names.get(name, name)]))
+        if name == "unet" and hasattr(module, "add_adapter"):
             module.add_adapter(adapter)
         else:
-            # transformers' own add_adapter needs a newer peft than the registry has; peft injects directly.
+            # transformers' own add_adapter needs a newer peft than the registry has, and PixArt's and Stable
+            # Cascade's denoisers have none: peft injects directly.
             peft.inject_adapter_in_model(adapter, module)
         cast_training_params(module, dtype=torch.float32)
         params = [param for param in module.parameters() if param.requires_grad]
@@ -88,6 +91,8 @@ def save(
         saving.save_kohya(state_dicts, path, metadata, config.lora, num_text_encoders=len(model.text_encoders))
     else:
         path = folder / stem
-        adapter_metadata = {part.name: unwrap(part.module).peft_config["default"].to_dict() for part in parts}
-        saving.save_diffusers_lora(model.pipeline_class, state_dicts, path, adapter_metadata)
+        names = {part.name: model.pipeline_names.get(part.name, part.name) for part in parts}
+        adapter_metadata = {names[part.name]: unwrap(part.module).peft_config["default"].to_dict() for part in parts}
+        layers = {names[name]: state_dict for name, state_dict in state_dicts.items()}
+        saving.save_diffusers_lora(model.pipeline_class, layers, path, adapter_metadata)
     return [SavedFile(path, fmt.value)]

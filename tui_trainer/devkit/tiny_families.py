@@ -1,0 +1,122 @@
+"""Tiny random PixArt-alpha and Stable Cascade (stage C, plus its EfficientNet encoder) models, built offline.
+
+The parallel of tiny_models.TINY_SPECS for the transformer / Wuerstchen families: the real classes with a
+few channels each, saved as diffusers folders the trainer loads like real checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tui_trainer.devkit.tiny_models import TINY_TEXT_ENCODER, TINY_VAE, tiny_tokenizer
+
+PIXART_BETAS = {"beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear", "num_train_timesteps": 1000}
+"""PixArt-alpha's training schedule (its scheduler config)."""
+
+TINY_PIXART = {
+    "num_attention_heads": 3, "attention_head_dim": 8, "in_channels": 4, "out_channels": 8, "num_layers": 2,
+    "cross_attention_dim": 24, "attention_bias": True, "sample_size": 128, "patch_size": 2,
+    "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000, "norm_type": "ada_norm_single",
+    "norm_elementwise_affine": False, "norm_eps": 1e-6, "caption_channels": 32,
+}
+"""PixArt-alpha 1024's layout, tiny. sample_size 128 as in the 1024 model: diffusers switches the resolution /
+aspect-ratio conditioning on (model and pipeline) only for that size; the width (24) splits in thirds for it."""
+
+TINY_T5 = {"d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4, "feed_forward_proj": "gated-gelu",
+           "is_encoder_decoder": False, "relative_attention_num_buckets": 8}
+
+TINY_CASCADE_PRIOR = {
+    "in_channels": 16, "out_channels": 16, "timestep_ratio_embedding_dim": 64, "patch_size": 1, "conditioning_dim": 32,
+    "block_out_channels": [32, 32], "num_attention_heads": [2, 2], "down_num_layers_per_block": [1, 1],
+    "up_num_layers_per_block": [1, 1], "down_blocks_repeat_mappers": [1, 1], "up_blocks_repeat_mappers": [1, 1],
+    "block_types_per_layer": [["SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock"]] * 2,
+    "clip_text_in_channels": 32, "clip_text_pooled_in_channels": 32, "clip_image_in_channels": 768, "clip_seq": 4,
+    "effnet_in_channels": None, "pixel_mapper_in_channels": None, "kernel_size": 3, "dropout": [0.0, 0.0],
+    "self_attn": True, "timestep_conditioning_type": ["sca", "crp"], "switch_level": [False],
+}
+"""Stage C's layout (tests/architectures.py STABLE_CASCADE_C), tiny."""
+
+EFFNET_FILE = "effnet_encoder.safetensors"
+
+
+def tiny_t5_tokenizer():
+    """An offline T5 tokenizer (Unigram, no sentencepiece file): one piece per printable ASCII character."""
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
+    pieces += [(char, -2.0) for char in map(chr, range(33, 127))]
+    pieces += [("▁" + char, -1.5) for char in map(chr, range(33, 127))]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=120)
+
+
+def build_tiny_pixart(seed: int = 0) -> Any:
+    """A tiny PixArtAlphaPipeline (transformer, T5 encoder, SD-layout VAE, DPM-Solver scheduler)."""
+    import torch
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = tiny_t5_tokenizer()
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(**TINY_PIXART)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**TINY_VAE, scaling_factor=0.18215)
+    torch.manual_seed(seed + 2)
+    text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, **TINY_T5))
+    scheduler = DPMSolverMultistepScheduler(**PIXART_BETAS)
+    return PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler)
+
+
+def build_tiny_effnet(seed: int = 0) -> Any:
+    """A tiny EfficientNet encoder (x32 downsampling like the real one, 16 latent channels)."""
+    import torch
+
+    from tui_trainer.train.effnet import EfficientNetEncoder, Stage
+
+    torch.manual_seed(seed)
+    stages = (Stage(True, 1, 2, 8, 8, 1), Stage(True, 2, 2, 8, 16, 1), Stage(False, 2, 2, 16, 16, 1),
+              Stage(False, 2, 2, 16, 24, 1))
+    return EfficientNetEncoder(stages, head=32, latent_channels=16).eval()
+
+
+def build_tiny_cascade(seed: int = 0) -> Any:
+    """A tiny StableCascadePriorPipeline (stage C prior, CLIP text encoder with projection, Wuerstchen scheduler)."""
+    import torch
+    from diffusers import DDPMWuerstchenScheduler, StableCascadePriorPipeline, StableCascadeUNet
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    prior = StableCascadeUNet(**TINY_CASCADE_PRIOR)
+    torch.manual_seed(seed + 1)
+    vocab = len(tokenizer)
+    config = CLIPTextConfig(vocab_size=vocab, bos_token_id=vocab - 2, eos_token_id=vocab - 1, **{**TINY_TEXT_ENCODER, "hidden_act": "gelu"})
+    return StableCascadePriorPipeline(
+        tokenizer=tokenizer, text_encoder=CLIPTextModelWithProjection(config), prior=prior, scheduler=DDPMWuerstchenScheduler(),
+    )
+
+
+def _save_cascade(path: Path, seed: int) -> None:
+    from tui_trainer.train.effnet import save_encoder
+
+    build_tiny_cascade(seed).save_pretrained(path, safe_serialization=True)
+    save_encoder(build_tiny_effnet(seed + 3), path / EFFNET_FILE)
+
+
+TINY_FAMILY_BUILDERS: dict[str, Callable[[Path, int], None]] = {
+    "pixart": lambda path, seed: build_tiny_pixart(seed).save_pretrained(path, safe_serialization=True),
+    "cascade": _save_cascade,
+}
+"""Writers of each tiny model folder by name (cascade: the prior pipeline plus effnet_encoder.safetensors in it)."""
+
+
+def save_tiny_family_model(path: str | Path, kind: str, seed: int = 0) -> Path:
+    """Build a tiny model of `kind` (see TINY_FAMILY_BUILDERS) as a diffusers folder (reused if already there)."""
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        return path
+    tmp = path.with_name(path.name + ".partial")
+    TINY_FAMILY_BUILDERS[kind](tmp, seed)
+    tmp.rename(path)
+    return path
