@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train_methods import preset_config
+from test_train_methods import one_thread, preset_config  # noqa: F401  (one_thread: autouse fixture)
 
 
 def _training(**values):
