@@ -108,7 +108,8 @@ def test_lora_presets_load_with_load_lora_weights(preset, kind, tiny_model_dir, 
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     model = tiny_model_dir(kind)
-    recipe = train(preset_config(tmp_path, preset, model, dataset, text_encoder={"train": True}, text_encoder_2={"train": True}))
+    recipe = train(preset_config(tmp_path, preset, model, dataset, text_encoder={"train": True}, text_encoder_2={"train": True},
+                                 training={"masked_training": True, "unmasked_probability": 0.0}))
     (saved,) = recipe.saved
     pipeline = load_pipeline(kind, model)
     base = generate(pipeline)
