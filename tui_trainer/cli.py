@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from tui_trainer import __version__
@@ -111,17 +110,30 @@ def cmd_buckets(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train in the foreground, writing a new run folder; exit 0 when the model is saved, 1 on a training error."""
+    """Train in the foreground (or, with --detach, in the background), writing a run folder; exit 0 when the model
+    is saved (or the trainer started), 1 on a training error."""
     from tui_trainer.config import ConfigError
-    from tui_trainer.train.entry import train_file
+    from tui_trainer.train.launching import LaunchError, start_training
 
     try:
-        code, run = train_file(args.config, console=sys.stdout)
+        code, run = start_training(args.config, run_dir=args.run_dir, resume=args.resume, detached=args.detach, console=sys.stdout)
     except ConfigError as error:
         _print_problems(error.problems)
         return EXIT_USAGE
+    except LaunchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"run folder: {run.path}")
     return EXIT_OK if code == 0 else EXIT_ERROR
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a run from its newest complete backup with the config in its folder."""
+    run_dir = Path(args.run_dir).expanduser().resolve()
+    if not (run_dir / "config.toml").is_file():
+        print(f"error: {args.run_dir}: not a run folder (it has no config.toml)", file=sys.stderr)
+        return EXIT_USAGE
+    return cmd_train(argparse.Namespace(config=str(run_dir / "config.toml"), run_dir=None, resume=str(run_dir), detach=args.detach))
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -212,16 +224,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if code == 0 else EXIT_ERROR
 
 
-def not_yet_available(name: str) -> Callable[[argparse.Namespace], int]:
-    """A handler for a subcommand whose feature has not landed yet."""
-
-    def handler(args: argparse.Namespace) -> int:
-        print(f"tui-trainer {name}: not yet available", file=sys.stderr)
-        return EXIT_USAGE
-
-    return handler
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="tui-trainer", description="Set up, run and watch Stable Diffusion fine-tuning.")
@@ -251,11 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train from a config file")
     train.add_argument("config")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its newest complete backup (with this config)")
+    train.add_argument("--run-dir", metavar="RUN_DIR", help="write into this existing run folder instead of a new one")
+    train.add_argument("--detach", action="store_true", help="train in the background; print the run folder and return")
     train.set_defaults(handler=cmd_train)
 
     resume = commands.add_parser("resume", help="resume a run from its last backup")
     resume.add_argument("run_dir")
-    resume.set_defaults(handler=not_yet_available("resume"))
+    resume.add_argument("--detach", action="store_true", help="train in the background; print the run folder and return")
+    resume.set_defaults(handler=cmd_resume)
 
     attach = commands.add_parser("attach", help="watch a running or finished run")
     attach.add_argument("run_dir")

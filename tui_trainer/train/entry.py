@@ -13,30 +13,51 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import math
+import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
-from tui_trainer.config import ConfigError, TrainConfig, check_paths, dump_config, load_config, resolve_path, with_absolute_paths
+from tui_trainer.atomic import atomic_write_text
+from tui_trainer.config import ConfigError, TrainConfig, check_paths, dump_config, load_config, parse_config, resolve_path, with_absolute_paths
 from tui_trainer.data import build_report, plan_epoch
 from tui_trainer.data.report import cache_dir_of
 from tui_trainer.config.enums import AttentionBackend, MixedPrecision, TrainDtype
+from tui_trainer.runs.commands import Command, consume_command, pending_commands
 from tui_trainer.runs.layout import RunDir, create_run_dir
 from tui_trainer.runs.status import RunState
+from tui_trainer.train.backup import Backup, backup_name, check_backup, list_backups, newest_backup, prune_backups, rng_state, set_rng_state, write_backup
 from tui_trainer.train.caching import LatentCache, TextCache, fill_latent_cache, latent_variants, module_identity
+from tui_trainer.train.control import Control, Moment, stop_signals
 from tui_trainer.train.dataset import EpochBatches
+from tui_trainer.train.launching import is_main_process
 from tui_trainer.train.loading import TEXT_ENCODER_PARTS, ModelLoadError, compute_dtype, input_dtype, load_model
-from tui_trainer.train.loop import conditioning_for, denoise_loss, encode_latents
-from tui_trainer.train.methods import SavedFile, method_module
-from tui_trainer.train.monitor import RunMonitor, StepTimer
+from tui_trainer.train.ema import averaged, build_ema
+from tui_trainer.train.family_steps import family_steps
+from tui_trainer.train.loop import image_conditions
+from tui_trainer.train.masks import loss_weights
+from tui_trainer.train.methods import SavedFile, backup_state, method_hook, method_module, restore_state
+from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer
 from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, build_optimizer
+from tui_trainer.train.resume import config_changes, dataset_fingerprint, plan_paths
+from tui_trainer.train.sampling import make_samples
 from tui_trainer.train.saving import kohya_metadata
 
 SMOOTHING = 0.9
 """Weight of the history in the smoothed (exponential moving average, bias-corrected) loss."""
+
+NAN_HINT = (
+    "lower optimizer.learning_rate, keep training.clip_grad_norm on, or train in bfloat16/float32 rather than float16; "
+    "then resume from the last good backup with `tui-trainer resume RUN_DIR`"
+)
+
+END_STATES: dict[str, RunState] = {"completed": RunState.FINISHED, "stopped": RunState.STOPPED}
+"""Final status of a run that ended without an error, by its end reason."""
 
 MIXED_PRECISION: dict[TrainDtype, MixedPrecision] = {
     TrainDtype.FLOAT32: MixedPrecision.NO,
@@ -92,20 +113,27 @@ def oom_hint(config: TrainConfig) -> str:
 class TrainRecipe:
     """One training run of any method on any family."""
 
-    def __init__(self, config: TrainConfig, config_path: str | Path | None, run: RunDir, monitor: RunMonitor):
+    def __init__(self, config: TrainConfig, config_path: str | Path | None, run: RunDir, monitor: RunMonitor, *, resume: bool = False):
         self.config = config
         self.config_path = config_path
         self.run = run
         self.monitor = monitor
         self.method = method_module(config.method)
+        self.captions, self.unet_inputs, self.mask_source = (method_hook(self.method, name) for name in ("captions", "unet_inputs", "mask_source"))
         self.global_step = 0
         self.epoch = 0
         self.bad_paths: set[str] = set()
         self.active: dict[str, bool] = {}
         self.latent_cache: LatentCache | None = None
         self.text_cache: TextCache | None = None
+        self.ema: Any = None
         self.started_at = time.time()
         self.cache_dir = cache_dir_of(config, config_path)
+        self.resume = resume
+        self.batch_index = 0
+        self.smoothing = [0.0, 0.0]
+        self.control: Control | None = None
+        self.end_fields: dict[str, Any] = {}
 
     def setup(self) -> None:
         """Everything before the first step: accelerator, data report, model + method, caches, optimizer."""
@@ -117,12 +145,17 @@ class TrainRecipe:
         self.accelerator = self._setup_accelerator()
         self.device = self.accelerator.device
         self.report = self._setup_data()
+        resumed = self._setup_resume() if self.resume else None
         set_seed(self.config.training.seed)
         self.noise_rng = torch.Generator(device=self.device).manual_seed(self.config.training.seed)
         self._setup_model()
         self._emit_start()
         self._setup_caches()
         self._setup_optimizer()
+        accelerator = self.accelerator
+        self.control = Control(self.config, self.run, is_main=accelerator.is_main_process, num_processes=accelerator.num_processes, device=self.device)
+        if resumed is not None:
+            self.load_checkpoint(*resumed)
 
     def _setup_accelerator(self) -> Any:
         from accelerate import Accelerator
@@ -162,7 +195,8 @@ class TrainRecipe:
         self.monitor.status(RunState.LOADING, step=0)
         self.monitor.line(f"loading {self.config.model.base_model}")
         self.model = load_model(self.config, self.config_path)
-        self.conditioning = conditioning_for(self.config.model.family)
+        self.steps = family_steps(self.config.model.family)
+        self.conditioning = self.steps.conditioning
         self.parts = self.method.prepare(self.model, self.config)
         training = self.config.training
         ATTENTION[training.attention](self.model.unet)
@@ -189,7 +223,7 @@ class TrainRecipe:
             device=str(self.device), mixed_precision=self.accelerator.mixed_precision,
             num_processes=self.accelerator.num_processes, epochs=training.epochs, total_images=report.total_images,
             batches_per_epoch=report.batches_per_epoch, steps_per_epoch=report.steps_per_epoch,
-            total_steps=report.total_steps, buckets=_plain(report.buckets),
+            total_steps=report.total_steps, effective_batch=report.effective_batch, buckets=_plain(report.buckets),
             trainable_params={part.name: part.num_params for part in self.parts},
         )
 
@@ -202,7 +236,7 @@ class TrainRecipe:
                 self.monitor.warning("crop_jitter with cache_latents: each image keeps one random crop for the whole run")
             cache = LatentCache(self.cache_dir, module_identity(vae))
             self.bad_paths |= fill_latent_cache(
-                cache, latent_variants(self.report.items, concepts, training.seed), lambda pixels: encode_latents(vae, pixels),
+                cache, latent_variants(self.report.items, concepts, training.seed), lambda pixels: self.steps.encode(vae, pixels),
                 training.batch_size, lambda done, total, hits: self.monitor.cache_progress("latents", done, total, hits),
                 self._skip,
             )
@@ -241,6 +275,7 @@ class TrainRecipe:
                 self.model.unet = module
             else:
                 self.model.text_encoders[part.name] = module
+        self.ema = build_ema(self.config, [param for part in self.parts for param in part.params])
 
     def _skip(self, path: str, reason: str) -> None:
         if path not in self.bad_paths:
@@ -257,18 +292,26 @@ class TrainRecipe:
         with contextlib.nullcontext() if trains_text else torch.no_grad():
             return self.conditioning(self.model, captions, self.device)
 
-    def _batches(self, epoch: int) -> list[list[Any]]:
-        training = self.config.training
-        plan = plan_epoch(self.report, epoch, training.seed, self.report.effective_batch, self.report.remainder)
-        return [[item for item in batch if str(item.path) not in self.bad_paths] for batch in plan]
+    def _plan(self, epoch: int) -> list[list[Any]]:
+        """Every process's batches of one epoch, in plan order."""
+        return plan_epoch(self.report, epoch, self.config.training.seed, self.report.effective_batch, self.report.remainder)
 
-    def _loader(self, dataset: EpochBatches) -> Any:
+    def _batches(self, epoch: int) -> list[list[Any]]:
+        """This process's slice of each batch of the epoch, without images found unreadable."""
+        rank, processes = self.accelerator.process_index, self.accelerator.num_processes
+        return [[item for item in batch[rank::processes] if str(item.path) not in self.bad_paths] for batch in self._plan(epoch)]
+
+    def _loader(self, dataset: EpochBatches, start: int = 0) -> Any:
+        """The epoch's batches from index `start` on (a resumed run starts inside an epoch)."""
         workers = self.config.training.dataloader_workers
-        if self.latent_cache is not None or workers == 0 or len(dataset) < 2:
-            return dataset
+        indices = range(start, len(dataset))
+        if self.latent_cache is not None or workers == 0 or len(indices) < 2:
+            return (dataset[index] for index in indices)
+        # A DataLoader without its own generator draws its worker seed from the global torch RNG, which a
+        # resumed run would then replay differently.
         return torch.utils.data.DataLoader(
-            dataset, batch_size=None, shuffle=False, num_workers=min(workers, len(dataset)),
-            pin_memory=self.device.type == "cuda",
+            dataset, batch_size=None, sampler=indices, num_workers=min(workers, len(indices)),
+            pin_memory=self.device.type == "cuda", generator=torch.Generator(),
         )
 
     def _activate_parts(self, epoch: int) -> bool:
@@ -286,15 +329,26 @@ class TrainRecipe:
         return trains_text
 
     def _micro_step(self, batch: dict[str, Any], scale: float, sync: bool, trains_text: bool) -> torch.Tensor:
-        latents = batch["latents"].to(self.device) if batch.get("latents") is not None else encode_latents(self.model.vae, batch["pixels"])
+        latents = batch["latents"].to(self.device) if batch.get("latents") is not None else self.steps.encode(self.model.vae, batch["pixels"])
         with contextlib.ExitStack() as stack:
             if not sync:
                 for part in self.parts:
                     stack.enter_context(self.accelerator.no_sync(part.module))
-            conditioning = self._text(batch["captions"], trains_text)
-            loss = denoise_loss(self.model, latents, conditioning, self.config.training, self.noise_rng, self.input_dtype, self.accelerator.autocast)
+            conditioning = self._text(self.captions(self.config, batch["captions"]), trains_text)
+            conditioning |= image_conditions(self.model.family, batch, self.device)
+            loss = self.steps.loss(
+                self.model, latents, conditioning, self.config.training, self.noise_rng, self.input_dtype, self.accelerator.autocast,
+                self.unet_inputs(self.model, batch, latents), self._loss_weights(batch, latents),
+            )
             self.accelerator.backward(loss * scale)
         return loss.detach()
+
+    def _loss_weights(self, batch: dict[str, Any], latents: torch.Tensor) -> torch.Tensor | None:
+        """Masked training's element weights, or None."""
+        training = self.config.training
+        if not training.masked_training or batch.get("masks") is None:
+            return None
+        return loss_weights(batch["masks"].to(self.device), tuple(latents.shape[-2:]), training, self.noise_rng)
 
     def _optimizer_step(self) -> None:
         clip = self.config.training.clip_grad_norm
@@ -302,25 +356,31 @@ class TrainRecipe:
             params = [param for part in self.parts for param in part.params if param.grad is not None]
             self.accelerator.clip_grad_norm_(params, clip)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.step()
         if not self.accelerator.optimizer_step_was_skipped:
             self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def train(self) -> str:
-        """Run the epochs; returns why training ended."""
+        """Run the epochs from the current position (a resume's backup, else the start); returns why training ended."""
         training, total = self.config.training, self.report.total_steps
         self.monitor.status(RunState.TRAINING, step=self.global_step, total_steps=total)
         self.optimizer.train()
-        timer, smoothed, weight = StepTimer(), 0.0, 0.0
+        timer = StepTimer()
         timer.tick()
+        if self.global_step == 0 and self.config.sampling.before_training and self.config.samples:
+            self.sample()
+        if self.global_step >= total:
+            return "completed"
         for epoch in range(self.epoch, training.epochs):
             self.epoch = epoch
             batches = self._batches(epoch)
-            dataset = EpochBatches(batches, epoch, training.seed, self.config.concepts, self.latent_cache)
+            dataset = EpochBatches(batches, epoch, training.seed, self.config.concepts, self.latent_cache, self.mask_source(self.config))
             accumulation = training.gradient_accumulation
             losses: list[torch.Tensor] = []
             trains_text = self._activate_parts(epoch)
-            for batch in self._loader(dataset):
+            for batch in self._loader(dataset, self.batch_index):
                 index = batch["index"]
                 for path, reason in batch["skipped"]:
                     self._skip(path, reason)
@@ -333,16 +393,50 @@ class TrainRecipe:
                     continue
                 self._optimizer_step()
                 self.global_step += 1
+                self.batch_index = index + 1
                 timer.tick()
                 loss = float(torch.stack(losses).mean())
                 losses = []
-                weight = SMOOTHING * weight + (1 - SMOOTHING)
-                smoothed = SMOOTHING * smoothed + (1 - SMOOTHING) * loss
-                self._emit_step(epoch, loss, smoothed / weight, timer, total)
-                if self.global_step >= total:
-                    return "completed"
+                self._emit_step(epoch, loss, self._smooth(loss), timer, total)
+                stop = self._after_step(loss, epoch_ended=self.batch_index == len(batches))
+                if stop or self.global_step >= total:
+                    return stop or "completed"
                 trains_text = self._activate_parts(epoch)
+            self.batch_index = 0
         return "completed"
+
+    def _smooth(self, loss: float) -> float:
+        """The bias-corrected moving average of the loss, this step's loss included."""
+        smoothed, weight = self.smoothing
+        self.smoothing = [SMOOTHING * smoothed + (1 - SMOOTHING) * loss, SMOOTHING * weight + (1 - SMOOTHING)]
+        return self.smoothing[0] / self.smoothing[1]
+
+    def _after_step(self, loss: float, epoch_ended: bool) -> str | None:
+        """Act on command files, cadences, signals and a non-finite loss, like every other process; returns
+        "stopped" when training ends here."""
+        decision = self.control.decide(Moment(self.global_step, self.epoch + 1, epoch_ended), math.isfinite(loss))
+        if decision.bad_loss:
+            raise TrainError(f"the loss is {loss} at step {self.global_step}; stopped without a backup of the bad weights", NAN_HINT)
+        for command in decision.actions:
+            if command is Command.STOP:
+                self.end_fields = {"signal": self.control.signal} if self.control.signal else {"command": command.value}
+                self.control.done(command)
+                return "stopped"
+            failure = None
+            try:
+                STEP_ACTIONS[command](self)
+            except TrainError as error:
+                failure = error
+            if self.control.any([failure is not None])[0]:
+                raise failure or TrainError(f"{command.value} failed in the main process", "see the main process's error event")
+            self.control.done(command)
+        return None
+
+    def on_signal(self, signum: int) -> None:
+        """SIGTERM / SIGINT: once training runs, stop cleanly after this step; before that, interrupt."""
+        if self.control is None:
+            raise KeyboardInterrupt
+        self.control.request_stop(signum)
 
     def _emit_step(self, epoch: int, loss: float, smoothed: float, timer: StepTimer, total: int) -> None:
         per_step = timer.seconds_per_step
@@ -357,13 +451,16 @@ class TrainRecipe:
             event["vram_bytes"] = torch.cuda.memory_reserved(self.device)
         self.monitor.step(event)
 
-    def save(self) -> list[SavedFile]:
-        """Write the trained model in the configured format; one `save` event per file."""
+    def save(self, periodic: bool = False) -> list[SavedFile]:
+        """Write the trained model in the configured format (periodic: with the step in its name, then train on);
+        one `save` event per file."""
         self.monitor.status(RunState.SAVING, step=self.global_step)
         self.optimizer.eval()
         config = self.config
         folder = resolve_path(self.config_path, config.workspace.output_path) if config.workspace.output_path else self.run.output_dir
         stem = config.save.filename_prefix or config.workspace.run_name
+        if periodic:
+            stem = f"{stem}-step-{self.global_step:06d}"
         metadata = kohya_metadata(
             config, self.run.config_file.read_text(encoding="utf-8"),
             num_train_images=self.report.total_images, steps=self.global_step, epoch=self.epoch + 1,
@@ -371,10 +468,132 @@ class TrainRecipe:
         )
         saved = []
         if self.accelerator.is_main_process:
-            saved = self.method.save(self.model, self.parts, config, folder, stem, metadata, self.accelerator.unwrap_model)
+            with averaged(self.ema):
+                saved = self.method.save(self.model, self.parts, config, folder, stem, metadata, self.accelerator.unwrap_model)
         for item in saved:
             self.monitor.emit("save", f"saved {item.format} {item.path}", path=str(item.path), format=item.format, step=self.global_step)
+        if periodic:
+            self.optimizer.train()
+            self.monitor.status(RunState.TRAINING, step=self.global_step)
         return saved
+
+    def sample(self) -> None:
+        """Write the configured samples of this step (main process) and a `sample` event."""
+        if not self.config.samples:
+            self.monitor.warning("no samples to make: the config has no [[samples]]")
+            return
+        if not self.accelerator.is_main_process:
+            return
+        self.monitor.status(RunState.SAMPLING, step=self.global_step)
+        try:
+            with averaged(self.ema) if self.config.sampling.use_ema else contextlib.nullcontext():
+                paths = make_samples(
+                    self.model, self.config, self.run.samples_dir, self.global_step, self.device,
+                    self.accelerator.unwrap_model, self.accelerator.autocast,
+                )
+        except OSError as error:
+            raise TrainError(f"writing samples failed: {error}", "free disk space, then resume from the last backup") from error
+        self.monitor.emit(
+            "sample", f"{len(paths)} samples of step {self.global_step} in {self.run.samples_dir}", step=self.global_step,
+            paths=[str(path) for path in paths], prompts=[sample.prompt for sample in self.config.samples],
+        )
+        self.monitor.status(RunState.TRAINING, step=self.global_step)
+
+    def _position(self) -> tuple[int, int, list[list[str]]]:
+        """(epoch, batch index) of the next batch, and the batches left in that epoch as image paths."""
+        epoch, index = self.epoch, self.batch_index
+        plan = self._plan(epoch)
+        if index >= len(plan):
+            epoch, index, plan = epoch + 1, 0, self._plan(epoch + 1)
+        return epoch, index, plan_paths(plan[index:])
+
+    def save_checkpoint(self) -> None:
+        """Back up this step (main process; once per step), drop backups beyond backup.rolling_count; a `backup` event."""
+        if not self.accelerator.is_main_process or check_backup(self.run.backups_dir / backup_name(self.global_step), hashes=False) is None:
+            return
+        started = time.perf_counter()
+        epoch, index, remaining = self._position()
+        state = {
+            "step": self.global_step, "epoch": epoch, "batch_index": index, "remaining_batches": remaining,
+            "dataset": dataset_fingerprint(self.report.items), "config_hash": config_hash(self.config),
+            "bad_paths": sorted(self.bad_paths), "smoothing": self.smoothing, "started_at": self.started_at,
+            "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None, "rng": rng_state({"noise": self.noise_rng}),
+        }
+        trainable = backup_state(self.method, self.parts, self.accelerator.unwrap_model)
+        try:
+            backup = write_backup(self.run.backups_dir, self.global_step, trainable, state, dump_config(self.config))
+        except OSError as error:
+            previous = list_backups(self.run.backups_dir)
+            where = f"the backup of step {previous[-1].step}" if previous else "the start (no backup yet)"
+            raise TrainError(
+                f"backup of step {self.global_step} failed: {error}",
+                f"free disk space, then `tui-trainer resume {self.run.path}` continues from {where}",
+            ) from error
+        removed = prune_backups(self.run.backups_dir, self.config.backup.rolling_count)
+        self.monitor.emit(
+            "backup", f"backup of step {self.global_step}: {backup.path}", step=self.global_step, path=str(backup.path),
+            bytes=sum(file.stat().st_size for file in backup.path.iterdir()), seconds=round(time.perf_counter() - started, 3),
+            removed=[str(path) for path in removed],
+        )
+
+    def _setup_resume(self) -> tuple[Backup, dict[str, torch.Tensor], dict[str, Any], list[str]] | None:
+        """The newest complete backup, checked against this config and dataset before the model is loaded."""
+        for command in pending_commands(self.run):
+            consume_command(self.run, command)
+            self.monitor.warning(f"ignored commands/{command.value} left from before the resume")
+        backup = newest_backup(self.run.backups_dir, lambda path, why: self.monitor.warning(f"passed over {path}: {why}"))
+        if backup is None:
+            self.monitor.warning(f"{self.run.backups_dir} holds no complete backup; training starts at step 0")
+            return None
+        trainable, state, config_text = backup.load()
+        refused, changed = config_changes(parse_config(config_text, str(backup.path / "config.toml")), self.config)
+        if refused:
+            raise TrainError(
+                f"cannot resume from {backup.path}: the config changed in ways the backup cannot follow: " + "; ".join(refused),
+                "undo these changes, or start a new run with `tui-trainer train CONFIG`",
+            )
+        if state["dataset"] != dataset_fingerprint(self.report.items):
+            raise TrainError(f"cannot resume from {backup.path}: the dataset changed (images added, removed, resized or recaptioned)",
+                             "restore the dataset as it was, or start a new run")
+        if plan_paths(self._plan(state["epoch"])[state["batch_index"]:]) != state["remaining_batches"]:
+            raise TrainError(f"cannot resume from {backup.path}: the epoch's remaining batches differ from the backup's",
+                             "restore the dataset and config as they were, or start a new run")
+        return backup, trainable, state, changed
+
+    def load_checkpoint(self, backup: Backup, trainable: dict[str, torch.Tensor], state: dict[str, Any], changed: list[str]) -> None:
+        """Continue exactly where `backup` left off: weights, optimizer, LR schedule, EMA, every RNG, the place in the epoch."""
+        restore_state(self.method, self.parts, trainable, self.accelerator.unwrap_model)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if any("learning_rate" in key or key.startswith("scheduler.") for key in changed):
+            self._apply_new_learning_rates()
+        if self.ema is not None:
+            # diffusers' EMAModel keeps loaded averages where they are: put them beside their parameters.
+            averages = state["ema"]["shadow_params"]
+            state["ema"]["shadow_params"] = [average.to(param.device) for average, param in zip(averages, self.ema.params, strict=True)]
+            self.ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"], {"noise": self.noise_rng})
+        self.global_step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
+        self.bad_paths |= set(state["bad_paths"])
+        self.smoothing, self.started_at = list(state["smoothing"]), state["started_at"]
+        if changed and self.accelerator.is_main_process:
+            atomic_write_text(self.run.config_file, dump_config(self.config))
+        self.monitor.emit(
+            "resume", f"resumed from {backup.path} at step {self.global_step}" + (f"; changed: {', '.join(changed)}" if changed else ""),
+            step=self.global_step, epoch=self.epoch + 1, batch_index=self.batch_index, backup=str(backup.path),
+            changed=changed, total_steps=self.report.total_steps,
+        )
+        if self.global_step >= self.report.total_steps:
+            self.monitor.warning(f"nothing left to train: step {self.global_step} of {self.report.total_steps}; raise training.epochs to go on")
+
+    def _apply_new_learning_rates(self) -> None:
+        """The config's learning rates as the schedule's base, and this step's rates from them (the backup had the old)."""
+        scheduler = self.lr_scheduler
+        scheduler.base_lrs = [part.learning_rate for part in self.parts]
+        for group, base, factor in zip(self.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+            group["initial_lr"] = base
+            group["lr"] = base * factor(scheduler.last_epoch)
 
     def cleanup(self) -> None:
         """End trackers (flushes TensorBoard) and forget accelerate's process-wide state."""
@@ -389,29 +608,54 @@ class TrainRecipe:
         GradientState._reset_state()
 
 
+STEP_ACTIONS: dict[Command, Callable[[TrainRecipe], Any]] = {
+    Command.SAMPLE: TrainRecipe.sample,
+    Command.BACKUP: TrainRecipe.save_checkpoint,
+    Command.SAVE: lambda recipe: recipe.save(periodic=True),
+}
+"""What each step-end action runs (a stop ends the loop instead)."""
+
+
+def _console(run: RunDir, console: TextIO | None) -> TextIO | None:
+    """`console`, unless it is the run's train.log itself (a detached trainer's stdout): no line twice."""
+    try:
+        same = os.path.samestat(os.fstat(console.fileno()), os.stat(run.log_file))
+    except (AttributeError, OSError, ValueError):
+        return console
+    return None if same else console
+
+
 def _describe(skipped: Any) -> str:
     path, reason = getattr(skipped, "path", None), getattr(skipped, "reason", None)
     return f"{path}: {reason}" if path is not None and reason else str(skipped)
 
 
-def train_config(config: TrainConfig, config_path: str | Path | None, config_text: str, *, console: TextIO | None = None) -> tuple[int, RunDir]:
-    """Train `config` in a new run directory; returns (exit code, run dir). Errors become `error` events.
+def train_config(
+    config: TrainConfig, config_path: str | Path | None, config_text: str, *, console: TextIO | None = None,
+    run: RunDir | None = None, resume: bool = False,
+) -> tuple[int, RunDir]:
+    """Train `config` in a new run directory, or in the existing `run` (from its newest backup with `resume`);
+    returns (exit code, run dir). Errors become `error` events; only the main process writes the run directory.
+    A stop (command file, SIGTERM, SIGINT) and the end both back up and save; SIGHUP is ignored.
 
     Progress lines go to train.log, and also to `console` when given.
     """
-    workspace = resolve_path(config_path, config.workspace.dir)
-    run = create_run_dir(workspace, config.workspace.run_name, config_text)
-    monitor = RunMonitor(run, console=console)
+    if run is None:
+        run = create_run_dir(resolve_path(config_path, config.workspace.dir), config.workspace.run_name, config_text)
+    monitor = RunMonitor(run, console=_console(run, console)) if is_main_process() else SilentMonitor(run)
     monitor.status(RunState.STARTING, step=0)
-    recipe = TrainRecipe(config, config_path, run, monitor)
+    recipe = TrainRecipe(config, config_path, run, monitor, resume=resume)
     code, state, reason = 1, RunState.FAILED, "error"
     try:
-        recipe.setup()
-        reason = recipe.train()
-        recipe.save()
-        code, state = 0, RunState.FINISHED
+        with stop_signals(recipe.on_signal):
+            recipe.setup()
+            reason = recipe.train()
+            recipe.save_checkpoint()
+            recipe.save()
+            recipe.accelerator.wait_for_everyone()
+        code, state = 0, END_STATES[reason]
     except (TrainError, ModelLoadError, OptimizerUnavailable) as error:
-        monitor.error(str(error), getattr(error, "hint", ""))
+        monitor.error(str(error), getattr(error, "hint", ""), step=recipe.global_step)
     except torch.OutOfMemoryError as error:
         monitor.error(f"CUDA out of memory: {error}".splitlines()[0], oom_hint(config), step=recipe.global_step)
     except KeyboardInterrupt:
@@ -421,7 +665,7 @@ def train_config(config: TrainConfig, config_path: str | Path | None, config_tex
         monitor.error(f"{type(error).__name__}: {error}", "see train.log for the traceback", step=recipe.global_step)
     finally:
         recipe.cleanup()
-        monitor.emit("end", f"end: {reason} at step {recipe.global_step}", reason=reason, step=recipe.global_step)
+        monitor.emit("end", f"end: {reason} at step {recipe.global_step}", reason=reason, step=recipe.global_step, **recipe.end_fields)
         monitor.status(state, step=recipe.global_step)
         monitor.close()
     return code, run
