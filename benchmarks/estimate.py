@@ -70,19 +70,25 @@ def record(path: Path, rows: list[str]) -> None:
     print(f"recorded in {path}", file=sys.stderr)
 
 
+def table_rows(calls: int) -> list[str]:
+    """Time every config in configs(); print and return its Markdown rows."""
+    when = time.strftime("%Y-%m-%d")
+    rows = []
+    for name, config in configs().items():
+        ms = per_call_ms(config, calls)
+        suggestions = len(estimate(config).suggestions)
+        print(f"{name}: {ms:.3f} ms per call ({suggestions} suggestions)")
+        rows.append(f"| {PREFIX}per call, {name}, {suggestions} suggestions ({when}) | {ms:.3f} ms | "
+                    f"{BUDGET_MS:g} ms keystroke budget | {ms / BUDGET_MS:.2f} | <= 1.0 | {machine()} |")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--record", type=Path, help="record the figures in this Markdown file (docs/benchmarks.md)")
     args = parser.parse_args()
-    when = time.strftime("%Y-%m-%d")
-    rows = []
-    for name, config in configs().items():
-        ms = per_call_ms(config, args.calls)
-        suggestions = len(estimate(config).suggestions)
-        print(f"{name}: {ms:.3f} ms per call ({suggestions} suggestions)")
-        rows.append(f"| {PREFIX}per call, {name}, {suggestions} suggestions ({when}) | {ms:.3f} ms | "
-                    f"{BUDGET_MS:g} ms keystroke budget | {ms / BUDGET_MS:.2f} | <= 1.0 | {machine()} |")
+    rows = table_rows(args.calls)
     if args.record:
         record(args.record, rows)
     return 0

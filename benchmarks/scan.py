@@ -47,17 +47,12 @@ def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--record", help="append the figures to this Markdown file (docs/benchmarks.md)")
-    args = parser.parse_args()
-
+def measure(images: int, repeat: int) -> tuple[int, list]:
+    """Time the scans and their references; returns (image count, [(name, rate, reference, ratio, goal)])."""
     root = Path(tempfile.mkdtemp(prefix="tt-scan-bench-"))
     try:
         folder = root / "images"
-        per_size = args.images // len(SIZES)
+        per_size = images // len(SIZES)
         make_dataset(folder, [(w, h, per_size) for w, h in SIZES])
         count = per_size * len(SIZES)
         paths = sorted(str(path) for path in folder.glob("*.png"))
@@ -90,17 +85,17 @@ def main() -> int:
         def warm_from_memory(_: int) -> None:
             scan_with(root / "cold-0")
 
-        stat_rate = best_rate(count, args.repeat, lambda _: [os.stat(path) for path in paths])
-        stat_both_rate = best_rate(count, args.repeat, lambda _: [(os.stat(a), os.stat(b)) for a, b in zip(paths, captions)])
-        imagesize_rate = best_rate(count, args.repeat, lambda _: [imagesize.get(path) for path in paths])
-        cold_rate = best_rate(count, args.repeat, cold)
-        warm_disk_rate = best_rate(count, args.repeat, warm_from_disk)
-        warm_memory_rate = best_rate(count, args.repeat, warm_from_memory)
-        report_rate = best_rate(count, args.repeat, lambda _: build_report(config))
+        stat_rate = best_rate(count, repeat, lambda _: [os.stat(path) for path in paths])
+        stat_both_rate = best_rate(count, repeat, lambda _: [(os.stat(a), os.stat(b)) for a, b in zip(paths, captions)])
+        imagesize_rate = best_rate(count, repeat, lambda _: [imagesize.get(path) for path in paths])
+        cold_rate = best_rate(count, repeat, cold)
+        warm_disk_rate = best_rate(count, repeat, warm_from_disk)
+        warm_memory_rate = best_rate(count, repeat, warm_from_memory)
+        report_rate = best_rate(count, repeat, lambda _: build_report(config))
     finally:
         shutil.rmtree(root)
 
-    rows = [
+    return count, [
         ("os.stat loop over images (reference)", stat_rate, "", None, ""),
         ("os.stat loop over images + captions (reference)", stat_both_rate, "", None, ""),
         ("imagesize.get loop (reference)", imagesize_rate, "", None, ""),
@@ -111,6 +106,24 @@ def main() -> int:
         ("warm scan (remembered in memory)", warm_memory_rate, "os.stat images + captions", warm_memory_rate / stat_both_rate, ""),
         ("warm build_report (scan + buckets)", report_rate, "os.stat loop over images", report_rate / stat_rate, ""),
     ]
+
+
+def table_rows(count: int, rows: list) -> list[str]:
+    """The measured rows as Markdown table rows."""
+    when = time.strftime("%Y-%m-%d")
+    return [f"| scan: {name}, {count} images ({when}) | {rate:,.0f} img/s | {reference} | "
+            f"{'' if ratio is None else f'{ratio:.2f}'} | {goal} | {machine()} |"
+            for name, rate, reference, ratio, goal in rows]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--record", help="append the figures to this Markdown file (docs/benchmarks.md)")
+    args = parser.parse_args()
+
+    count, rows = measure(args.images, args.repeat)
     print(f"{count} PNGs with .txt captions, best of {args.repeat}; {machine()}")
     for name, rate, reference, ratio, goal in rows:
         ratio_text = f"{ratio:5.2f} x {reference}" if ratio is not None else ""
@@ -126,13 +139,9 @@ def record(path: Path, count: int, rows: list) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n\n" + header
     if not text.endswith("\n"):
         text += "\n"
-    when = time.strftime("%Y-%m-%d")
-    for name, rate, reference, ratio, goal in rows:
-        ratio_text = f"{ratio:.2f}" if ratio is not None else ""
-        text += f"| scan: {name}, {count} images ({when}) | {rate:,.0f} img/s | {reference} | {ratio_text} | {goal} | {machine()} |\n"
+    text += "".join(row + "\n" for row in table_rows(count, rows))
     path.write_text(text)
     print(f"appended to {path}", file=sys.stderr)
-
 
 if __name__ == "__main__":
     sys.exit(main())

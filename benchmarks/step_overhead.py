@@ -151,14 +151,9 @@ def record(path: Path, rows: list[str]) -> None:
     print(f"recorded in {path}", file=sys.stderr)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="steps per timed run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating ours / bare rounds (median kept)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--record", type=Path, help="record the figures in this Markdown file (docs/benchmarks.md)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def table_row(steps: int, rounds: int, threads: int) -> str:
+    """Time alternating rounds of ours and the bare loop; print and return the Markdown row."""
+    torch.set_num_threads(threads)
 
     from tui_trainer.devkit.datasets import make_dataset
     from tui_trainer.devkit.tiny_models import save_tiny_pipeline
@@ -167,22 +162,31 @@ def main() -> int:
     model = save_tiny_pipeline(root / "sd15")
     data = make_dataset(root / "data", ((64, 64, 8),))
     config_path = root / "config.toml"
-    config_path.write_text(CONFIG.format(model=model, workspace=root / "ws", data=data, steps=args.steps))
+    config_path.write_text(CONFIG.format(model=model, workspace=root / "ws", data=data, steps=steps))
     ours(config_path)  # warm-up: fills the latent cache, loads every module once
     ours_times, bare_times = [], []
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         ours_times.append(ours(config_path))
-        bare_times.append(bare(model, config_path, args.steps))
+        bare_times.append(bare(model, config_path, steps))
     ours_s, bare_s = statistics.median(ours_times), statistics.median(bare_times)
     ratio = ours_s / bare_s
     print(f"ours {ours_s * 1000:.1f} ms/step  bare {bare_s * 1000:.1f} ms/step  ratio {ratio:.3f} (goal {GOAL})")
     print(f"  rounds ours {[round(t * 1000, 1) for t in ours_times]} bare {[round(t * 1000, 1) for t in bare_times]}")
+    when = time.strftime("%Y-%m-%d")
+    return (f"| {FIGURE}, {steps} steps ({when}) | {ours_s * 1000:.1f} ms/step | bare loop {bare_s * 1000:.1f} ms/step "
+            f"| {ratio:.2f} | {GOAL} | {machine()} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40, help="steps per timed run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating ours / bare rounds (median kept)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--record", type=Path, help="record the figures in this Markdown file (docs/benchmarks.md)")
+    args = parser.parse_args()
+    row = table_row(args.steps, args.rounds, args.threads)
     if args.record:
-        when = time.strftime("%Y-%m-%d")
-        record(args.record, [
-            f"| {FIGURE}, {args.steps} steps ({when}) | {ours_s * 1000:.1f} ms/step | bare loop {bare_s * 1000:.1f} ms/step "
-            f"| {ratio:.2f} | {GOAL} | {machine()} |"
-        ])
+        record(args.record, [row])
     return 0
 
 
