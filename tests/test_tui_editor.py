@@ -214,7 +214,7 @@ async def test_opening_a_broken_file_keeps_the_current_state(tmp_path: Path):
         await pilot.press("ctrl+o")
         await wait_for(pilot, lambda: "Open" in screen_text(app) and app.focused is not None)
         await pilot.press(*str(broken), "enter")
-        await wait_for(pilot, lambda: "not opened" in screen_text(app))
+        await wait_for(pilot, lambda: "Your current settings are kept." in screen_text(app))
         text = screen_text(app)
         assert "training.batch_size: 0 is out of range" in text
         assert "did you mean 'training.batch_size'?" in text
@@ -300,3 +300,32 @@ async def test_command_palette_lists_actions_and_sections(tmp_path: Path):
         await wait_for(pilot, lambda: app.screen.current.SECTION == "distributed")
         await pilot.press("ctrl+p", *"save as")
         await wait_for(pilot, lambda: "keymap id: save_as" in screen_text(app))
+
+
+def test_every_config_field_is_on_a_section():
+    from tui_trainer.config.schema import OPTIMIZER_SETTINGS, TrainConfig
+    from tui_trainer.tui.screens.editor import SECTIONS
+    from tui_trainer.tui.screens.method_specific import METHOD_GROUPS
+    from tui_trainer.tui.screens.scheduler import PART_TITLES
+    from tui_trainer.tui.widgets.field_group import editable_fields
+
+    shown = set()
+    groups = [group for section in SECTIONS for group in section.GROUPS]
+    groups += [group for method_groups in METHOD_GROUPS.values() for group in method_groups]
+    for group in groups:
+        model = TrainConfig if not group.prefix else TrainConfig.model_fields[group.prefix].annotation
+        shown |= {f"{group.prefix}.{name}".lstrip(".") for name in editable_fields(model, group.names)}
+    shown |= {f"scheduler.{name}" for name in TrainConfig.model_fields["scheduler"].annotation.model_fields}
+    shown |= {f"optimizer.{name}" for name in ("name", "learning_rate")}
+    shown |= {f"{part}.{name}" for part in PART_TITLES for name in TrainConfig.model_fields[part].annotation.model_fields}
+    expected = set()
+    for section, field in TrainConfig.model_fields.items():
+        model = field.annotation
+        if section in ("concepts", "samples", "version"):
+            continue
+        if isinstance(model, type) and hasattr(model, "model_fields"):
+            expected |= {f"{section}.{name}" for name in editable_fields(model)}
+        else:
+            expected.add(section)
+    assert expected - shown == set()
+    assert all(editable_fields(settings) for settings in OPTIMIZER_SETTINGS.values())

@@ -1,4 +1,4 @@
-"""SVG snapshots of the main screens at 80x24 and 120x40 (no GPU, a fixed 24 GiB target, no cursor blink)."""
+"""SVG snapshots of the main screens at 80x24 and 120x40 (no GPU, fake estimator, 24 GiB target, no cursor blink)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from tui_support import make_app, screen_text, wait_for
+from tui_support import fake_estimate, screen_text, services, wait_for
+from tui_support import make_app as real_app
 from tui_trainer.config import dump_config, load_preset
 from tui_trainer.devkit.datasets import make_dataset
 from tui_trainer.tui.screens.editor import EditorScreen
 from tui_trainer.tui.widgets.bucket_table import BucketTable
+
+def make_app(tmp_path: Path, config_path: Path | None = None):
+    """The app with the fake estimator, so recalibrating the real one does not change these pictures."""
+    return real_app(tmp_path, config_path, services=services(estimate=fake_estimate))
+
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tui_support import make_app, screen_text, wait_for
+from tui_trainer.config import dump_config, load_config
 from tui_trainer.tui.screens.editor import EditorScreen
 
 EXPECTED = Path(__file__).parent / "tui_data" / "wizard-sd15-lora.toml"
@@ -51,4 +52,6 @@ async def test_wizard_from_nothing_to_saved_toml(tmp_path: Path, monkeypatch):
         await pilot.press("enter")
         await wait_for(pilot, target.exists)
         await wait_for(pilot, lambda: "wizard-run.toml  editor" in screen_text(app))
-    assert target.read_text() == EXPECTED.read_text()
+    expected = load_config(EXPECTED)
+    assert load_config(target) == expected
+    assert target.read_text() == dump_config(expected)

@@ -91,6 +91,7 @@ class EditorScreen(Screen[None]):
         self.estimate = None
         self.report = None
         self._editor_index: dict[str, list[FieldEditor]] | None = None
+        self._panes: list[SectionPane] | None = None
         self.section = SECTIONS[0].SECTION
         """The section shown (or being built): set before any await, so quick key presses add up."""
 
@@ -132,15 +133,17 @@ class EditorScreen(Screen[None]):
     @property
     def panes(self) -> list[SectionPane]:
         """The section panes, in order."""
-        return list(self.query_one("#sections", ContentSwitcher).query_children(SectionPane))
+        if self._panes is None:
+            self._panes = list(self.query_one("#sections", ContentSwitcher).query_children(SectionPane))
+        return self._panes
 
     @property
     def vram(self) -> VramPanel:
-        return self.query_one(VramPanel)
+        return self.query_one("#vram", VramPanel)
 
     @property
     def buckets(self) -> BucketTable:
-        return self.query_one(BucketTable)
+        return self.query_one("#buckets", BucketTable)
 
     @property
     def current(self) -> SectionPane:
@@ -371,6 +374,7 @@ class EditorScreen(Screen[None]):
         await switcher.remove_children()
         await switcher.mount_all(self._make_panes())
         self._editor_index = None
+        self._panes = None
         await self.show_section(section)
         self.refresh_all()
 

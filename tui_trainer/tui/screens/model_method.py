@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tui_trainer.tui.screens.section import Group, SectionPane
+from tui_trainer.config.schema import ModelConfig
+from tui_trainer.tui.screens.section import Group, SectionPane, with_rest
 
 
 class ModelMethodPane(SectionPane):
@@ -10,9 +11,9 @@ class ModelMethodPane(SectionPane):
 
     SECTION = "model"
     TITLE = "Model & method"
-    GROUPS = (
+    GROUPS = with_rest(ModelConfig, "model", (
         Group("Method", "", ("method",)),
         Group("Base model", "model", ("family", "base_model", "vae", "prediction_type", "zero_terminal_snr",
                                       "allow_pickle")),
         Group("Precision", "model", ("unet_dtype", "text_encoder_dtype", "vae_dtype", "train_dtype")),
-    )
+    ))

@@ -25,13 +25,12 @@ class RecordDialog(ModalScreen[BaseModel | None]):
         Binding("ctrl+s", "accept", "OK", id="dialog.accept", priority=True),
     ]
 
-    def __init__(self, title: str, record: BaseModel, *, new: bool = False) -> None:
+    def __init__(self, title: str, record: BaseModel) -> None:
         super().__init__(classes="dialog")
         self.title_text = title
         self.record = record
         self.values: dict[str, Any] = record.model_dump()
         self.rejected: dict[str, str] = {}
-        self.new = new
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-body") as body:
@@ -58,7 +57,10 @@ class RecordDialog(ModalScreen[BaseModel | None]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.action_accept() if event.button.id == "ok" else self.action_cancel()
+        if event.button.id == "ok":
+            self.action_accept()
+        else:
+            self.action_cancel()
 
     def action_accept(self) -> None:
         """Validate the whole record; close with it, or list what is wrong."""

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from pydantic import BaseModel
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widget import Widget
@@ -21,6 +22,13 @@ class Group:
     title: str
     prefix: str
     names: tuple[str, ...] | None = None
+
+
+def with_rest(model: type[BaseModel], prefix: str, groups: tuple[Group, ...], title: str = "More") -> tuple[Group, ...]:
+    """`groups`, plus a group of the fields of `model` they do not list (so new schema fields always show)."""
+    listed = {name for group in groups if group.prefix == prefix for name in group.names or ()}
+    rest = tuple(name for name in model.model_fields if name not in listed)
+    return (*groups, Group(title, prefix, rest)) if rest else groups
 
 
 class SectionPane(VerticalScroll):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tui_trainer.tui.screens.section import Group, SectionPane
+from tui_trainer.config.schema import TrainingConfig
+from tui_trainer.tui.screens.section import Group, SectionPane, with_rest
 
 
 class TrainingPane(SectionPane):
@@ -10,7 +11,7 @@ class TrainingPane(SectionPane):
 
     SECTION = "training"
     TITLE = "Training"
-    GROUPS = (
+    GROUPS = with_rest(TrainingConfig, "training", (
         Group("Resolution & batch", "training", ("resolution", "batch_size", "gradient_accumulation", "epochs",
                                                  "max_steps", "seed")),
         Group("Memory & caching", "training", ("gradient_checkpointing", "cache_latents",
@@ -21,4 +22,4 @@ class TrainingPane(SectionPane):
                                    "masked_training", "unmasked_probability", "unmasked_weight",
                                    "normalize_masked_area")),
         Group("EMA & logging", "training", ("ema", "ema_decay", "tensorboard")),
-    )
+    ))

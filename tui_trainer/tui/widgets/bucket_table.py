@@ -44,6 +44,7 @@ class BucketTable(Vertical):
         self.report: Any = None
         self._pending: tuple[TrainConfig, Path | None] | None = None
         self._timer: Timer | None = None
+        self._empty_shown = False
 
     def compose(self) -> ComposeResult:
         table: DataTable[str] = DataTable(cursor_type="none", show_cursor=False, zebra_stripes=True)
@@ -67,8 +68,11 @@ class BucketTable(Vertical):
             self.query_one("#bucket-totals", Static).update("dataset report not available")
             return
         if not config.concepts:
-            self._show(None, "no concepts yet: add one in Concepts")
+            if self.report is not None or not self._empty_shown:
+                self._show(None, "no concepts yet: add one in Concepts")
+                self._empty_shown = True
             return
+        self._empty_shown = False
         self.query_one("#bucket-totals", Static).update("scanning…")
         builder = self.builder
         self.run_worker(lambda: builder(config, path), thread=True, exclusive=True, group="buckets", exit_on_error=False)

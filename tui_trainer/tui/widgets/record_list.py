@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
@@ -86,8 +87,7 @@ class RecordList(Vertical):
         from tui_trainer.tui.screens.record_dialog import RecordDialog
 
         draft = self.new_record(len(self.records))
-        self.app.push_screen(RecordDialog(f"New {self.key.rstrip('s')}", draft, new=True),
-                             lambda result: result and self._commit([*self.records, result], len(self.records)))
+        self.app.push_screen(RecordDialog(f"New {self.key.rstrip('s')}", draft), partial(self._put, None))
 
     def action_edit(self) -> None:
         from tui_trainer.tui.screens.record_dialog import RecordDialog
@@ -95,10 +95,17 @@ class RecordList(Vertical):
         index = self._cursor
         if index is None:
             return
-        self.app.push_screen(
-            RecordDialog(f"Edit {self.key.rstrip('s')} {index + 1}", self.records[index]),
-            lambda result: result and self._commit([*self.records[:index], result, *self.records[index + 1:]], index),
-        )
+        self.app.push_screen(RecordDialog(f"Edit {self.key.rstrip('s')} {index + 1}", self.records[index]),
+                             partial(self._put, index))
+
+    def _put(self, index: int | None, record: BaseModel | None) -> None:
+        """Store a dialog's record at `index` (None = append); a cancelled dialog changes nothing."""
+        if record is None:
+            return
+        if index is None:
+            self._commit([*self.records, record], len(self.records))
+        else:
+            self._commit([*self.records[:index], record, *self.records[index + 1:]], index)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
