@@ -45,7 +45,7 @@ from tui_trainer.train.methods import SavedFile, backup_state, method_hook, meth
 from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer
 from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, build_optimizer
 from tui_trainer.train.resume import config_changes, dataset_fingerprint, plan_paths
-from tui_trainer.train.sampling import make_samples
+from tui_trainer.train.sampling import make_samples, sampling_problem
 from tui_trainer.train.saving import kohya_metadata
 
 SMOOTHING = 0.9
@@ -479,8 +479,9 @@ class TrainRecipe:
 
     def sample(self) -> None:
         """Write the configured samples of this step (main process) and a `sample` event."""
-        if not self.config.samples:
-            self.monitor.warning("no samples to make: the config has no [[samples]]")
+        problem = sampling_problem(self.config.model.family) or ("" if self.config.samples else "the config has no [[samples]]")
+        if problem:
+            self.monitor.warning(f"no samples: {problem}")
             return
         if not self.accelerator.is_main_process:
             return
@@ -489,10 +490,15 @@ class TrainRecipe:
             with averaged(self.ema) if self.config.sampling.use_ema else contextlib.nullcontext():
                 paths = make_samples(
                     self.model, self.config, self.run.samples_dir, self.global_step, self.device,
-                    self.accelerator.unwrap_model, self.accelerator.autocast,
+                    self.accelerator.unwrap_model, self.accelerator.autocast, lambda texts: self.captions(self.config, texts),
                 )
         except OSError as error:
             raise TrainError(f"writing samples failed: {error}", "free disk space, then resume from the last backup") from error
+        except Exception as error:  # a sampling bug or OOM must not end a long run: training goes on without samples
+            self.monitor.line(traceback.format_exc().rstrip())
+            self.monitor.warning(f"sampling at step {self.global_step} failed: {type(error).__name__}: {error}")
+            self.monitor.status(RunState.TRAINING, step=self.global_step)
+            return
         self.monitor.emit(
             "sample", f"{len(paths)} samples of step {self.global_step} in {self.run.samples_dir}", step=self.global_step,
             paths=[str(path) for path in paths], prompts=[sample.prompt for sample in self.config.samples],

@@ -16,10 +16,11 @@ from typing import Any
 
 import diffusers
 import torch
+from PIL import Image
 
 from tui_trainer.atomic import atomic_write_bytes
 from tui_trainer.config import TrainConfig, parse_resolution
-from tui_trainer.config.enums import SAMPLERS
+from tui_trainer.config.enums import SAMPLERS, Family
 from tui_trainer.config.schema import SampleConfig
 from tui_trainer.train.backup import rng_state, set_rng_state
 from tui_trainer.train.loading import PIPELINE_EXTRAS, ModelParts
@@ -59,30 +60,52 @@ def sampling_mode(modules: list[torch.nn.Module], device: torch.device) -> Itera
             torch.cuda.empty_cache()
 
 
+NO_IMAGES: dict[Family, str] = {
+    Family.STABLE_CASCADE: "stage C makes image embeddings; its images need the stage B and A decoders, which training does not load",
+}
+"""Families whose training pipeline cannot make sample images, and why."""
+
+EXTRA_INPUTS: dict[str, Callable[[tuple[int, int]], dict[str, Any]]] = {
+    "StableDiffusionInpaintPipeline": lambda size: {
+        "image": Image.new("RGB", size, (127, 127, 127)), "mask_image": Image.new("L", size, 255),
+    },
+    "PixArtAlphaPipeline": lambda size: {"use_resolution_binning": False, "clean_caption": False},
+}
+"""Pipeline class name -> extra call arguments: an inpainting model samples with the whole image masked (text to
+image); PixArt samples at exactly the asked size, its prompt as written."""
+
+
+def sampling_problem(family: Family) -> str | None:
+    """Why samples cannot be made for `family` (None when they can)."""
+    return NO_IMAGES.get(family)
+
+
 def build_pipeline(model: ModelParts, unwrap: Callable[[torch.nn.Module], torch.nn.Module], scheduler: Any) -> Any:
     """The family's pipeline around the live (trained) modules."""
-    components = {
-        "vae": model.vae, "unet": unwrap(model.unet), "scheduler": scheduler,
-        **{name: unwrap(module) for name, module in model.text_encoders.items()}, **model.tokenizers,
-    }
+    modules = {"vae": model.vae, "unet": unwrap(model.unet), **{name: unwrap(module) for name, module in model.text_encoders.items()}}
+    components = {**model.pipeline_components(modules), **model.tokenizers, "scheduler": scheduler}
     pipeline = model.pipeline_class(**components, **PIPELINE_EXTRAS.get(model.family, {}))
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
 
-def generate(pipeline: Any, sample: SampleConfig, size: tuple[int, int], device: torch.device) -> Any:
-    """One PIL image of `sample`."""
+def generate(pipeline: Any, sample: SampleConfig, size: tuple[int, int], device: torch.device, prompts: Callable[[list[str]], list[str]]) -> Any:
+    """One PIL image of `sample`; `prompts` turns the prompt into what the text encoders read (the method's captions hook,
+    e.g. an embedding's placeholder expanded to its vector tokens); the negative prompt is used as written."""
     generator = torch.Generator(device=device).manual_seed(sample.seed)
+    width, height = sample.width or size[0], sample.height or size[1]
+    (prompt,) = prompts([sample.prompt])
     return pipeline(
-        prompt=sample.prompt, negative_prompt=sample.negative_prompt or None,
-        width=sample.width or size[0], height=sample.height or size[1],
+        prompt=prompt, negative_prompt=sample.negative_prompt, width=width, height=height,
         num_inference_steps=sample.steps, guidance_scale=sample.cfg, generator=generator,
+        **EXTRA_INPUTS.get(type(pipeline).__name__, lambda size: {})((width, height)),
     ).images[0]
 
 
 def make_samples(
     model: ModelParts, config: TrainConfig, folder: Path, step: int, device: torch.device,
     unwrap: Callable[[torch.nn.Module], torch.nn.Module], autocast: Callable[[], Any],
+    prompts: Callable[[list[str]], list[str]] = lambda texts: texts,
 ) -> list[Path]:
     """Write every configured sample of `step` into `folder` as PNG; returns the paths in sample order."""
     modules = [model.vae, unwrap(model.unet), *(unwrap(module) for module in model.text_encoders.values())]
@@ -91,7 +114,7 @@ def make_samples(
     with sampling_mode(modules, device), torch.no_grad(), autocast():
         for index, sample in enumerate(config.samples):
             pipeline = build_pipeline(model, unwrap, sampler(sample.sampler, model.noise_scheduler))
-            image = generate(pipeline, sample, size, device)
+            image = generate(pipeline, sample, size, device, prompts)
             del pipeline
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")

@@ -1,0 +1,72 @@
+"""Samples from the live model of every family the trainer samples: files, sizes, untouched RNG streams and modes."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SAMPLES = (
+    '[[samples]]\nprompt = "red, circle"\nsteps = 2\n'
+    '[[samples]]\nprompt = "blue, square"\nnegative_prompt = "red"\nwidth = 80\nheight = 64\nsteps = 2\nsampler = "dpmpp_2m"\ncfg = 3.0\n'
+)
+
+
+def tiny_config(model: Path, family: str, resolution: str):
+    from tui_trainer.config import parse_config
+
+    return parse_config(
+        f'method = "lora"\n{SAMPLES}[model]\nfamily = "{family}"\nbase_model = "{model}"\nunet_dtype = "float32"\n'
+        f'text_encoder_dtype = "float32"\ntrain_dtype = "float32"\n[training]\nresolution = "{resolution}"\n'
+    )
+
+
+@pytest.mark.parametrize(("kind", "family"), [("sd15", "sd15"), ("sd2", "sd2"), ("sdxl", "sdxl"), ("sd15-inpaint", "sd15"), ("pixart", "pixart_alpha")])
+def test_samples_of_each_family_leave_training_untouched(kind: str, family: str, tiny_model_dir, tmp_path: Path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from tui_trainer.train.loading import load_model
+    from tui_trainer.train.sampling import make_samples
+
+    if kind == "pixart":
+        from tui_trainer.devkit.tiny_families import save_tiny_family_model
+
+        model_dir = save_tiny_family_model(tmp_path / "pixart", "pixart")
+    else:
+        model_dir = tiny_model_dir(kind)
+    config = tiny_config(model_dir, family, "64")
+    model = load_model(config)
+    model.unet.train()
+    before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    paths = make_samples(model, config, tmp_path / "samples", 3, torch.device("cpu"), lambda module: module, contextlib.nullcontext)
+    assert [path.name for path in paths] == ["step-000003-0.png", "step-000003-1.png"]
+    assert [Image.open(path).size for path in paths] == [(64, 64), (80, 64)]
+    assert torch.equal(before[0], torch.get_rng_state()) and before[1] == random.getstate()
+    assert np.array_equal(before[2], np.random.get_state()[1])
+    assert model.unet.training and not model.vae.training
+
+
+def test_every_sampler_name_builds_from_the_training_scheduler():
+    from diffusers import DDPMScheduler
+
+    from tui_trainer.config.enums import SAMPLERS
+    from tui_trainer.train.sampling import sampler
+
+    for name in SAMPLERS:
+        scheduler = sampler(name, DDPMScheduler(prediction_type="v_prediction"))
+        scheduler.set_timesteps(4)
+        assert scheduler.config.prediction_type == "v_prediction", name
+
+
+def test_stable_cascade_says_why_it_has_no_samples():
+    from tui_trainer.config.enums import Family
+    from tui_trainer.train.sampling import sampling_problem
+
+    assert "decoder" in sampling_problem(Family.STABLE_CASCADE)
+    assert sampling_problem(Family.SDXL) is None
