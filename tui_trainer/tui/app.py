@@ -15,12 +15,9 @@ from tui_trainer.config import ConfigError, TrainConfig, load_preset
 from tui_trainer.tui.document import ConfigDocument
 from tui_trainer.tui.keymap import KEYMAP_FILE, binding_ids, load_keymap
 from tui_trainer.tui.recent import RecentFiles
-from tui_trainer.tui.run_start import start_from_editor
 from tui_trainer.tui.screens.confirm import ConfirmDialog
 from tui_trainer.tui.screens.editor import EditorScreen
 from tui_trainer.tui.screens.problems import ProblemsDialog
-from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
-from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
 from tui_trainer.tui.screens.start import StartScreen
 from tui_trainer.tui.services import Services
 from tui_trainer.tui.widgets.record_list import RecordList
@@ -64,6 +61,13 @@ class TrainerApp(App[None]):
             self.open_file(self.config_path, fallback=True)
 
     def _apply_keymap(self) -> None:
+        if not self.keymap_file.is_file():
+            return
+        # The run screens pull in numpy and image libraries: imported only when a keymap needs their ids,
+        # so the editor paints first without them.
+        from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
+        from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
+
         known = binding_ids((TrainerApp, EditorScreen, StartScreen, RecordList, RunMonitorScreen, RunsBrowserScreen))
         keymap, problems = load_keymap(self.keymap_file, known)
         self.set_keymap(keymap)
@@ -75,6 +79,8 @@ class TrainerApp(App[None]):
 
     def action_start_run(self) -> None:
         """Validate and save the config being edited, start its trainer detached and watch the run."""
+        from tui_trainer.tui.run_start import start_from_editor
+
         if isinstance(self.screen, EditorScreen):
             start_from_editor(self.screen)
 
