@@ -1,6 +1,6 @@
 """Run every benchmark and rewrite docs/benchmarks.md with one table.
 
-    python benchmarks/run_all.py [--output docs/benchmarks.md] [--quick]
+    python benchmarks/run_all.py [--output docs/benchmarks.md] [--quick] [--note TEXT]
 
 Each figure is measured side by side with its reference in the same run, by the measuring functions of
 scan.py, step_overhead.py, estimate.py and tui.py (run those alone to refresh one group). --quick uses
@@ -75,12 +75,12 @@ def missed_goals(rows: list[str]) -> list[str]:
     return missed
 
 
-def load_note(at_start: float) -> str:
-    """One line on how busy the machine was (1-minute load averages at the start and end against the CPU count)."""
-    at_end = os.getloadavg()[0]
+def load_note(loads: list[float]) -> str:
+    """One line on how busy the machine was: the 1-minute load averages sampled during the run against the CPU count."""
     cpus = os.cpu_count() or 1
-    busy = "shared and loaded" if max(at_start, at_end) > 0.75 * cpus else "not otherwise busy"
-    return f"load average {at_start:.1f} at the start and {at_end:.1f} at the end on {cpus} CPUs: the machine was {busy}"
+    busy = "shared and loaded" if max(loads) > 0.75 * cpus else "not otherwise busy"
+    return (f"1-minute load average between {min(loads):.1f} and {max(loads):.1f} on {cpus} CPUs while it ran: "
+            f"the machine was {busy}")
 
 
 def tui_rows(runs: int) -> list[str]:
@@ -109,20 +109,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--note", default="", help="a sentence on the machine's state, put in the file's introduction")
     args = parser.parse_args()
     images, repeat, steps, rounds, calls, runs = (1000, 2, 10, 1, 200, 2) if args.quick else (10_000, 5, 40, 3, 2000, 5)
 
-    started, load_at_start = time.perf_counter(), os.getloadavg()[0]
-    rows = scan_bench.table_rows(*scan_bench.measure(images, repeat))
-    rows.append(step_bench.table_row(steps, rounds, threads=1))
-    rows += estimate_bench.table_rows(calls)
-    rows += tui_rows(runs)
-    rows.append(tui_bench.chart_row(max(runs, 10)))
+    groups = [
+        lambda: scan_bench.table_rows(*scan_bench.measure(images, repeat)),
+        lambda: [step_bench.table_row(steps, rounds, threads=1)],
+        lambda: estimate_bench.table_rows(calls),
+        lambda: tui_rows(runs),
+        lambda: [tui_bench.chart_row(max(runs, 10))],
+    ]
+    started, loads, rows = time.perf_counter(), [os.getloadavg()[0]], []
+    for group in groups:
+        rows += group()
+        loads.append(os.getloadavg()[0])
     minutes = (time.perf_counter() - started) / 60
 
     text = (
         "# Benchmarks\n\n"
-        f"Written by `python benchmarks/run_all.py` in one run of {minutes:.0f} minutes; {load_note(load_at_start)}. "
+        f"Written by `python benchmarks/run_all.py` in one run of {minutes:.0f} minutes; {load_note(loads)}. "
+        + (f"{args.note} " if args.note else "") +
         "Figures on a shared machine are noisy (absolute values vary by up to 2x between runs); each ratio "
         "compares a figure with its reference measured in the same run, so ratios are steadier than values. "
         "No GPU was used: every figure is CPU-only.\n\n"
