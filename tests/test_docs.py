@@ -53,7 +53,25 @@ def test_every_tui_trainer_command_and_option_in_the_guide_exists():
             parser, words = subcommands(parser)[words[0]], words[1:]
         assert parser is not None and not subcommands(parser), use
         options = {option for action in parser._actions for option in action.option_strings}
-        assert {word for word in words if word.startswith("-")} <= options, use
+        assert {word.strip("[]") for word in words if word.strip("[]").startswith("-")} <= options, use
+
+
+def config_keys() -> set[str]:
+    """Every dotted config key in docs/config.md (generated from the schema), like `training.batch_size`."""
+    keys, section = set(), ""
+    for line in (ROOT / "docs" / "config.md").read_text().splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip("`[] ").replace("Top level", "")
+        elif line.startswith("| `"):
+            keys.add(f"{section}.{line.split('`')[1]}".lstrip("."))
+    return keys
+
+
+def test_every_dotted_config_key_in_the_guide_exists():
+    sections = {key.split(".")[0] for key in config_keys()}
+    used = {key for key in re.findall(r"`([a-z_0-9]+\.[a-z_0-9]+)[ =`]", GUIDE.read_text()) if key.split(".")[0] in sections}
+    assert len(used) > 20
+    assert used <= config_keys(), used - config_keys()
 
 
 def quick_start_commands() -> list[str]:
