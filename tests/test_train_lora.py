@@ -164,3 +164,18 @@ def test_unet_only_with_cached_text_outputs_and_tensorboard(tiny_sd15, dataset, 
     assert [e["step"] for e in steps] == [1, 2] and set(steps[0]["lr"]) == {"unet"}  # 3 batches, accumulation 2
     assert any(e["type"] == "cache_progress" and e["kind"] == "text" for e in events)
     assert list(run.tensorboard_dir.rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_float16_preset_dtypes_train_on_the_cpu_as_bfloat16(tiny_sd15, dataset, tmp_path):
+    from tui_trainer.train.entry import train_file
+
+    config = write_config(tmp_path, tiny_sd15, dataset, training='resolution = "64"\nbatch_size = 2\nmax_steps = 2\ndataloader_workers = 0\ntensorboard = false')
+    text = config.read_text().replace('unet_dtype = "float32"', 'unet_dtype = "float16"')
+    config.write_text(text.replace('text_encoder_dtype = "float32"', 'text_encoder_dtype = "float16"').replace('train_dtype = "float32"', 'train_dtype = "float16"'))
+    code, run = train_file(config, console=None)
+    events = _events(run.path)
+    assert code == 0, [e for e in events if e["type"] == "error"]
+    warnings = [e["message"] for e in events if e["type"] == "warning"]
+    assert "float16 weights need a CUDA GPU; they are stored as bfloat16 on the CPU" in warnings
+    assert all(math.isfinite(e["loss"]) for e in events if e["type"] == "step")

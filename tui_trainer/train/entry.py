@@ -27,7 +27,7 @@ from tui_trainer.atomic import atomic_write_text
 from tui_trainer.config import ConfigError, TrainConfig, check_paths, dump_config, load_config, parse_config, resolve_path, with_absolute_paths
 from tui_trainer.data import build_report, plan_epoch
 from tui_trainer.data.report import cache_dir_of
-from tui_trainer.config.enums import AttentionBackend, MixedPrecision, TrainDtype
+from tui_trainer.config.enums import AttentionBackend, MixedPrecision, TrainDtype, WeightDtype
 from tui_trainer.runs.commands import Command, consume_command, pending_commands
 from tui_trainer.runs.layout import RunDir, create_run_dir
 from tui_trainer.runs.status import RunState
@@ -166,6 +166,9 @@ class TrainRecipe:
         if mixed is MixedPrecision.FP16 and not torch.cuda.is_available():
             self.monitor.warning("float16 mixed precision needs a CUDA GPU; using bfloat16 on the CPU")
             mixed = MixedPrecision.BF16
+        model = self.config.model
+        if not torch.cuda.is_available() and WeightDtype.FLOAT16 in (model.unet_dtype, model.text_encoder_dtype, model.vae_dtype):
+            self.monitor.warning("float16 weights need a CUDA GPU; they are stored as bfloat16 on the CPU")
         if self.config.model.train_dtype is TrainDtype.TF32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True

@@ -41,6 +41,9 @@ STORAGE_DTYPES: dict[WeightDtype, torch.dtype | None] = {
 }
 """Storage dtype per configured weight dtype (nf4 is bitsandbytes' packed format, not a torch dtype)."""
 
+CPU_STORAGE: dict[torch.dtype, torch.dtype] = {torch.float16: torch.bfloat16}
+"""Storage dtypes swapped without CUDA: CPU kernels (group_norm) reject float16 weights beside bfloat16 autocast."""
+
 COMPUTE_DTYPES: dict[TrainDtype, torch.dtype] = {
     TrainDtype.FLOAT32: torch.float32,
     TrainDtype.TF32: torch.float32,
@@ -109,7 +112,9 @@ def _load_dtype(weight: WeightDtype, compute: torch.dtype) -> torch.dtype:
     storage = STORAGE_DTYPES[weight]
     if weight is WeightDtype.FLOAT8 and storage is None:
         raise ModelLoadError("float8 weights need torch >= 2.1 (torch.float8_e4m3fn)")
-    return compute if weight in (WeightDtype.FLOAT8, WeightDtype.NF4) else storage
+    if weight in (WeightDtype.FLOAT8, WeightDtype.NF4):
+        return compute
+    return CPU_STORAGE.get(storage, storage) if not torch.cuda.is_available() else storage
 
 
 def _quantization(dtypes: dict[str, WeightDtype], compute: torch.dtype) -> Any:

@@ -17,7 +17,8 @@ from textual.worker import Worker, WorkerState
 from tui_trainer.config import TrainConfig
 
 DEBOUNCE_S = 0.15
-COLUMNS = ("WxH", "img", "bat", "±")
+COLUMNS = (("WxH", 9), ("img", 5), ("bat", 4), ("±", 4))
+"""Column labels and fixed widths (auto widths would depend on when the first rows arrive)."""
 
 
 def remainder_cell(bucket: Any) -> str:
@@ -48,7 +49,8 @@ class BucketTable(Vertical):
 
     def compose(self) -> ComposeResult:
         table: DataTable[str] = DataTable(cursor_type="none", show_cursor=False, zebra_stripes=True)
-        table.add_columns(*COLUMNS)
+        for label, width in COLUMNS:
+            table.add_column(label, width=width)
         table.can_focus = False
         yield table
         yield Static("", id="bucket-totals")
@@ -102,13 +104,10 @@ class BucketTable(Vertical):
     @staticmethod
     def _totals(report: Any) -> Text:
         text = Text(f"{report.total_images} img · {report.steps_per_epoch} steps/epoch · {report.total_steps} total")
-        for bucket in report.buckets:
-            for warning in bucket.warnings:
-                text.append(f"\n! {bucket.width}x{bucket.height}: {warning}", "yellow")
         if report.skipped:
             text.append(f"\n{len(report.skipped)} files skipped", "yellow")
         for error in report.errors:
             text.append(f"\n✗ {error}", "red")
         for warning in report.warnings:
-            text.append(f"\n! {warning}", "yellow")
+            text.append(f"\n! {warning.removeprefix('bucket ')}", "yellow")
         return text
