@@ -210,7 +210,7 @@ async def test_opening_a_broken_file_keeps_the_current_state(tmp_path: Path):
     broken.write_text('[model]\nbase_model = "x"\n[training]\nbatch_size = 0\nbatch_sise = 2\n')
     app = make_app(tmp_path, config)
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_editor(pilot, app)
+        await open_editor(pilot, app)
         await pilot.press("ctrl+o")
         await wait_for(pilot, lambda: "Open" in screen_text(app) and app.focused is not None)
         await pilot.press(*str(broken), "enter")

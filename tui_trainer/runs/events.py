@@ -56,15 +56,20 @@ class EventReader:
         if end < 0:
             return []
         self.offset += end + 1
-        events = []
-        for line in chunk[: end + 1].splitlines():
-            try:
-                value = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                events.append(value)
-        return events
+        return parse_events(chunk[:end].split(b"\n"))
+
+
+def parse_events(lines: list[bytes]) -> list[dict[str, Any]]:
+    """The JSON objects among `lines`; blank, partial or unparsable lines are skipped."""
+    events = []
+    for line in lines:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            events.append(value)
+    return events
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui_trainer.runs.events import parse_events
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import TERMINAL_STATES, RunState, read_status
 
@@ -218,16 +218,7 @@ class RunListing:
 
 def _lines(chunk: bytes, *, skip_first: bool) -> list[dict[str, Any]]:
     lines = chunk.split(b"\n")
-    lines = lines[1:] if skip_first else lines
-    events = []
-    for line in lines:
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            events.append(value)
-    return events
+    return parse_events(lines[1:] if skip_first else lines)
 
 
 def summarize_run(run: RunDir, now: float | None = None) -> RunListing:
