@@ -329,3 +329,12 @@ def test_every_config_field_is_on_a_section():
             expected.add(section)
     assert expected - shown == set()
     assert all(editable_fields(settings) for settings in OPTIMIZER_SETTINGS.values())
+
+
+async def test_family_only_fields_show_for_their_family_alone(tmp_path: Path):
+    for preset, shown in (("sd15-lora", False), ("cascade-lora", True)):
+        app = make_app(tmp_path, write_preset(tmp_path / f"{preset}.toml", preset))
+        async with app.run_test(size=(120, 60)) as pilot:
+            screen = await open_editor(pilot, app)
+            await goto(pilot, screen, "model")
+            assert ("Effnet encoder" in screen_text(app)) is shown, preset

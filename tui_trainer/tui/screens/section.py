@@ -11,8 +11,15 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 
+from tui_trainer.config.enums import Family
 from tui_trainer.tui.document import ConfigDocument
-from tui_trainer.tui.widgets.field_group import FieldGroup
+from tui_trainer.tui.widgets.field_group import FieldGroup, editable_fields
+
+FAMILY_ONLY_FIELDS: dict[str, frozenset[Family]] = {
+    "model.effnet_encoder": frozenset({Family.STABLE_CASCADE}),
+    "training.variance_loss": frozenset({Family.PIXART_ALPHA}),
+}
+"""Fields that mean something only for some families; the panes of other families leave them out."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class SectionPane(VerticalScroll):
     TITLE: ClassVar[str]
     GROUPS: ClassVar[tuple[Group, ...]] = ()
     REBUILD_ON: ClassVar[frozenset[str]] = frozenset()
-    """Keys whose change re-generates this pane's groups (e.g. the method for its specifics)."""
+    """Keys whose change re-generates this pane's groups (e.g. the method for its specifics); model.family always does."""
 
     def __init__(self, document: ConfigDocument) -> None:
         super().__init__(id=f"section-{self.SECTION}", classes="section-pane")
@@ -64,9 +71,13 @@ class SectionPane(VerticalScroll):
         if not self.built:
             return
         yield from self.extra_widgets()
+        family = self.document.config.model.family
         for group in self.groups():
             owner = self.document.node(f"{group.prefix}.x")[0] if group.prefix else self.document.config
-            yield FieldGroup(group.title, group.prefix, owner, group.names)
+            names = [name for name in editable_fields(type(owner), group.names)
+                     if family in FAMILY_ONLY_FIELDS.get(f"{group.prefix}.{name}".lstrip("."), {family})]
+            if names:
+                yield FieldGroup(group.title, group.prefix, owner, names)
 
     def extra_widgets(self) -> Iterable[Widget]:
         """Widgets above the field groups."""
@@ -74,7 +85,7 @@ class SectionPane(VerticalScroll):
 
     async def config_changed(self, key: str) -> bool:
         """Called after every accepted edit anywhere in the config; True when the pane was rebuilt."""
-        if key not in self.REBUILD_ON or not self.built:
+        if (key not in self.REBUILD_ON and key != "model.family") or not self.built:
             return False
         focused = self.screen.focused
         refocus = focused is not None and focused in self.walk_children()
