@@ -20,7 +20,7 @@ from tui_trainer.config import (
     save_config,
 )
 from tui_trainer.config import io as config_io
-from tui_trainer.config.enums import OptimizerName
+from tui_trainer.config.enums import Method, OptimizerName
 from tui_trainer.config.schema import AdamWSettings, parse_resolution
 
 EXPECTED_PRESETS = {
@@ -184,7 +184,7 @@ def test_save_is_atomic_and_keeps_old_file_on_failure(tmp_path: Path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("os.replace", broken_replace)
-    changed = config.model_copy(update={"method": "finetune"})
+    changed = config.model_copy(update={"method": Method.FINETUNE})
     with pytest.raises(OSError):
         save_config(changed, path)
     assert path.read_text() == before
