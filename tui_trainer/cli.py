@@ -20,6 +20,10 @@ def _print_problems(problems: list) -> None:
 
 def cmd_tui(args: argparse.Namespace) -> int:
     """Open the app: the editor for a config file, else the start page (recent files or the wizard)."""
+    # textual-image asks the terminal which graphics it supports when imported, which works only before
+    # Textual owns stdin; the run screen that shows samples is imported later, on Start.
+    import textual_image.renderable  # noqa: F401
+
     from tui_trainer.tui.app import TrainerApp
 
     TrainerApp(args.config).run()
