@@ -266,3 +266,15 @@ def test_pickle_refusal_ends_the_run_with_an_error_event(tmp_path: Path):
     assert code == 1 and error["message"] == pickle_refusal(checkpoint)
     assert events[-1]["type"] == "end" and events[-1]["reason"] == "error"
     assert json.loads(run.status_file.read_text())["state"] == "failed"
+
+
+@pytest.mark.parametrize(("preset", "refused"), [("sd15-finetune", False), ("pixart-alpha-finetune", True), ("cascade-finetune", True)])
+def test_single_file_finetune_needs_an_original_layout(preset: str, refused: bool):
+    from tui_trainer.config import load_preset
+    from tui_trainer.config.enums import OutputFormat
+    from tui_trainer.train.methods import finetune
+
+    config = load_preset(preset)
+    config.workspace.output_format = OutputFormat.SINGLE_FILE
+    expected = [f"workspace.output_format 'single_file' has no original layout for {config.model.family.value}; use 'diffusers'"]
+    assert finetune.check(config) == (expected if refused else [])

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from tui_trainer.config.enums import OutputFormat, WeightDtype
 from tui_trainer.config.schema import TrainConfig
+from tui_trainer.models.families import family_spec
 from tui_trainer.train.loading import PIPELINE_EXTRAS, TEXT_ENCODER_PARTS, ModelParts
 from tui_trainer.train.methods import SavedFile, TrainablePart
 from tui_trainer.train.methods.lora import part_configs
@@ -37,10 +38,14 @@ def check(config: TrainConfig) -> list[str]:
     if not trained:
         return ["nothing to train: set unet.train or text_encoder.train to true"]
     key = {"unet": "unet_dtype", "text_encoder": "text_encoder_dtype", "text_encoder_2": "text_encoder_dtype"}
-    return [
+    problems = [
         f"model.{key[name]} {_dtypes(config)[name].value!r} cannot be finetuned ({name}); use float32 or bfloat16"
         for name in trained if _dtypes(config)[name] in UNTRAINABLE_DTYPES
     ]
+    family = config.model.family
+    if config.output_format is OutputFormat.SINGLE_FILE and not family_spec(family).single_file_layout:
+        problems.append(f"workspace.output_format 'single_file' has no original layout for {family.value}; use 'diffusers'")
+    return problems
 
 
 def prepare(model: ModelParts, config: TrainConfig) -> list[TrainablePart]:
