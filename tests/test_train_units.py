@@ -278,3 +278,19 @@ def test_single_file_finetune_needs_an_original_layout(preset: str, refused: boo
     config.workspace.output_format = OutputFormat.SINGLE_FILE
     expected = [f"workspace.output_format 'single_file' has no original layout for {config.model.family.value}; use 'diffusers'"]
     assert finetune.check(config) == (expected if refused else [])
+
+
+def test_a_family_without_sampling_warns_once_not_at_every_cadence():
+    from tui_trainer.config import load_preset
+    from tui_trainer.config.schema import SampleConfig
+    from tui_trainer.train.entry import TrainRecipe
+
+    recipe = TrainRecipe.__new__(TrainRecipe)
+    recipe.config = load_preset("cascade-lora")
+    recipe.config.samples = [SampleConfig(prompt="a cat")]
+    warnings: list[str] = []
+    recipe.monitor = SimpleNamespace(warning=warnings.append)
+    recipe.warned_sampling = set()
+    recipe.sample()
+    recipe.sample()
+    assert len(warnings) == 1 and warnings[0].startswith("no samples: stage C makes image embeddings")

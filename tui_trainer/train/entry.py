@@ -123,6 +123,7 @@ class TrainRecipe:
         self.global_step = 0
         self.epoch = 0
         self.bad_paths: set[str] = set()
+        self.warned_sampling: set[str] = set()
         self.active: dict[str, bool] = {}
         self.latent_cache: LatentCache | None = None
         self.text_cache: TextCache | None = None
@@ -484,7 +485,9 @@ class TrainRecipe:
         """Write the configured samples of this step (main process) and a `sample` event."""
         problem = sampling_problem(self.config.model.family) or ("" if self.config.samples else "the config has no [[samples]]")
         if problem:
-            self.monitor.warning(f"no samples: {problem}")
+            if problem not in self.warned_sampling:
+                self.monitor.warning(f"no samples: {problem}")
+                self.warned_sampling.add(problem)
             return
         if not self.accelerator.is_main_process:
             return
