@@ -211,3 +211,38 @@ def test_corrupt_cache_file_is_ignored(tmp_path: Path):
     ScanCache._loaded.clear()
     ScanCache._memos.clear()
     assert scan(folder, cache_dir).images == expected
+
+
+def test_header_sizes_match_imagesize(tmp_path: Path):
+    """PNG, BMP and WebP sizes are parsed from the first bytes by hand; they must agree with imagesize."""
+    import imagesize
+
+    files = [
+        save(tmp_path / "rgb.png", (37, 21)), save(tmp_path / "la.png", (5, 300)),
+        save(tmp_path / "plain.bmp", (33, 17)), save(tmp_path / "lossy.webp", (61, 45)),
+    ]
+    Image.new("RGBA", (70, 9)).save(tmp_path / "lossless.webp", lossless=True)
+    Image.new("RGBA", (19, 81), (1, 2, 3, 128)).save(tmp_path / "alpha.webp", quality=80)
+    files += [tmp_path / "lossless.webp", tmp_path / "alpha.webp"]
+    for path in files:
+        size = path.stat().st_size
+        assert scan_module.read_image_facts(str(path), size) == (*imagesize.get(str(path)), ""), path.name
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
+    (tmp_path / "short.webp").write_bytes(b"RIFF\x04\x00\x00\x00WEBP")
+    (tmp_path / "odd.webp").write_bytes(b"RIFF\x20\x00\x00\x00WEBPVP9 " + b"\x00" * 24)
+    reasons = {name: scan_module.read_image_facts(str(tmp_path / name), (tmp_path / name).stat().st_size)[2]
+               for name in ("bad.png", "short.webp", "odd.webp")}
+    assert reasons == {
+        "bad.png": "corrupt PNG header: Invalid PNG file",
+        "short.webp": "truncated or corrupt WebP: no size in the header",
+        "odd.webp": "corrupt WebP header: Unsupported WebP file",
+    }
+
+
+def test_jpeg_exif_orientation_swaps_the_size(tmp_path: Path):
+    image = Image.new("RGB", (40, 24))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotated 90 degrees: displayed 24 x 40
+    image.save(tmp_path / "turned.jpg", exif=exif)
+    result = scan(tmp_path, caption_source="filename")
+    assert [(image.width, image.height) for image in result.images] == [(24, 40)]
