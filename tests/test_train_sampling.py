@@ -64,9 +64,35 @@ def test_every_sampler_name_builds_from_the_training_scheduler():
         assert scheduler.config.prediction_type == "v_prediction", name
 
 
-def test_stable_cascade_says_why_it_has_no_samples():
-    from tui_trainer.config.enums import Family
-    from tui_trainer.train.sampling import sampling_problem
+@pytest.mark.parametrize("decoder", [True, False])
+def test_stable_cascade_samples_through_its_decoder_else_warns(decoder: bool, tmp_path: Path):
+    import json
 
-    assert "decoder" in sampling_problem(Family.STABLE_CASCADE)
-    assert sampling_problem(Family.SDXL) is None
+    from PIL import Image
+
+    from tui_trainer.cli import main
+    from tui_trainer.devkit.datasets import make_dataset
+    from tui_trainer.devkit.tiny_families import save_tiny_family_model
+
+    model = save_tiny_family_model(tmp_path / "cascade", "cascade")
+    setting = f'cascade_decoder = "{save_tiny_family_model(tmp_path / "decoder", "cascade-decoder")}"\n' if decoder else ""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'method = "lora"\n[[samples]]\nprompt = "red, circle"\nwidth = 96\nheight = 128\nsteps = 2\nseed = 5\n'
+        f'[model]\nfamily = "stable_cascade"\nbase_model = "{model}"\n{setting}unet_dtype = "float32"\n'
+        'text_encoder_dtype = "float32"\ntrain_dtype = "float32"\n'
+        f'[workspace]\ndir = "{tmp_path / "ws"}"\nrun_name = "tiny"\noutput_format = "diffusers"\n'
+        f'[[concepts]]\nname = "shapes"\npath = "{make_dataset(tmp_path / "data", ((128, 128, 2),))}"\n'
+        '[training]\nresolution = "128"\nbatch_size = 2\nmax_steps = 1\ndataloader_workers = 0\ntensorboard = false\n'
+        '[sampling]\nbefore_training = true\n[text_encoder]\ntrain = false\n'
+    )
+    assert main(["train", str(config)]) == 0
+    (run,) = (tmp_path / "ws" / "runs").iterdir()
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    warnings = [event["message"] for event in events if event["type"] == "warning" and "sampl" in event["message"]]
+    samples = sorted((run / "samples").glob("*.png")) if (run / "samples").is_dir() else []
+    if decoder:
+        assert [path.name for path in samples] == ["step-000000-0.png"] and not warnings
+        assert Image.open(samples[0]).size == (96, 128)
+    else:
+        assert not samples and len(warnings) == 1 and "model.cascade_decoder" in warnings[0]

@@ -95,6 +95,10 @@ def _looks_local(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.endswith((".safetensors", ".ckpt", ".pt", ".bin"))
 
 
+MODEL_PATHS = ("base_model", "vae", "effnet_encoder", "cascade_decoder")
+"""model.* keys that name a model file or folder (a local path, else a hub repo id)."""
+
+
 def with_absolute_paths(config: TrainConfig, config_file: str | Path | None) -> TrainConfig:
     """A copy of `config` whose relative paths are made absolute against the config file's folder.
 
@@ -115,7 +119,7 @@ def with_absolute_paths(config: TrainConfig, config_file: str | Path | None) -> 
     for concept in document["concepts"]:
         concept["path"] = absolute(concept["path"])
         concept["prompts_file"] = absolute(concept["prompts_file"])
-    for key in ("base_model", "vae", "effnet_encoder"):
+    for key in MODEL_PATHS:
         document["model"][key] = absolute(document["model"][key], local_only=True)
     return TrainConfig.model_validate(document)
 
@@ -137,9 +141,10 @@ def check_paths(config: TrainConfig, config_file: str | Path | None) -> list[Con
                 ConfigProblem(file, f"concepts[{index}].prompts_file", f"file {concept.prompts_file!r} does not exist")
             )
     model = config.model
-    for key, value in (("model.base_model", model.base_model), ("model.vae", model.vae), ("model.effnet_encoder", model.effnet_encoder)):
+    for key in MODEL_PATHS:
+        value = getattr(model, key)
         if value and _looks_local(value) and not resolve_path(config_file, value).exists():
-            problems.append(ConfigProblem(file, key, f"{value!r} does not exist"))
+            problems.append(ConfigProblem(file, f"model.{key}", f"{value!r} does not exist"))
     return problems
 
 

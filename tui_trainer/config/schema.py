@@ -94,6 +94,8 @@ class ModelConfig(Section):
     """Allow loading pickle checkpoints (.ckpt/.pt/.bin); they can run code, so only for trusted files."""
     effnet_encoder: str | None = None
     """Stable Cascade: effnet_encoder.safetensors (from stabilityai/stable-cascade); absent = that file in the model folder."""
+    cascade_decoder: str | None = None
+    """Stable Cascade: stage B + A decoder (repo id or diffusers folder of StableCascadeDecoderPipeline) used only for samples; absent = no samples."""
 
 
 class WorkspaceConfig(Section):

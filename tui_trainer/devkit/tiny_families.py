@@ -1,4 +1,4 @@
-"""Tiny random PixArt-alpha and Stable Cascade (stage C, plus its EfficientNet encoder) models, built offline.
+"""Tiny random PixArt-alpha and Stable Cascade (stage C, plus its EfficientNet encoder; stages B + A) models, built offline.
 
 The parallel of tiny_models.TINY_SPECS for the transformer / Wuerstchen families: the real classes with a
 few channels each, saved as diffusers folders the trainer loads like real checkpoints.
@@ -37,6 +37,19 @@ TINY_CASCADE_PRIOR = {
     "self_attn": True, "timestep_conditioning_type": ["sca", "crp"], "switch_level": [False],
 }
 """Stage C's layout (tests/architectures.py STABLE_CASCADE_C), tiny."""
+
+TINY_CASCADE_DECODER = {
+    "in_channels": 4, "out_channels": 4, "timestep_ratio_embedding_dim": 64, "patch_size": 2, "conditioning_dim": 32,
+    "block_out_channels": [16, 32], "num_attention_heads": [0, 2], "down_num_layers_per_block": [1, 1],
+    "up_num_layers_per_block": [1, 1], "down_blocks_repeat_mappers": [1, 1], "up_blocks_repeat_mappers": [1, 1],
+    "block_types_per_layer": [["SDCascadeResBlock", "SDCascadeTimestepBlock"], ["SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock"]],
+    "clip_text_pooled_in_channels": 32, "clip_seq": 4, "effnet_in_channels": 16, "pixel_mapper_in_channels": 3,
+    "kernel_size": 3, "dropout": [0.0, 0.0], "self_attn": True, "timestep_conditioning_type": ["sca"], "switch_level": None,
+}
+"""Stage B's layout (effnet-conditioned, pooled-CLIP only), tiny."""
+
+TINY_PAELLA = {"levels": 2, "bottleneck_blocks": 1, "embed_dim": 16, "latent_channels": 4, "num_vq_embeddings": 32}
+"""Stage A's VQGAN (x4 upsampling like the real one), tiny."""
 
 EFFNET_FILE = "effnet_encoder.safetensors"
 
@@ -97,6 +110,22 @@ def build_tiny_cascade(seed: int = 0) -> Any:
     )
 
 
+def build_tiny_cascade_decoder(seed: int = 0) -> Any:
+    """A tiny StableCascadeDecoderPipeline (stage B, stage A VQGAN, CLIP text encoder, Wuerstchen scheduler)."""
+    import torch
+    from diffusers import DDPMWuerstchenScheduler, StableCascadeDecoderPipeline, StableCascadeUNet
+    from diffusers.pipelines.deprecated.wuerstchen import PaellaVQModel
+
+    text = build_tiny_cascade(seed)
+    torch.manual_seed(seed + 4)
+    decoder = StableCascadeUNet(**TINY_CASCADE_DECODER)
+    torch.manual_seed(seed + 5)
+    return StableCascadeDecoderPipeline(
+        decoder=decoder, tokenizer=text.tokenizer, text_encoder=text.text_encoder, scheduler=DDPMWuerstchenScheduler(),
+        vqgan=PaellaVQModel(**TINY_PAELLA),
+    )
+
+
 def _save_cascade(path: Path, seed: int) -> None:
     from tui_trainer.train.effnet import save_encoder
 
@@ -107,8 +136,10 @@ def _save_cascade(path: Path, seed: int) -> None:
 TINY_FAMILY_BUILDERS: dict[str, Callable[[Path, int], None]] = {
     "pixart": lambda path, seed: build_tiny_pixart(seed).save_pretrained(path, safe_serialization=True),
     "cascade": _save_cascade,
+    "cascade-decoder": lambda path, seed: build_tiny_cascade_decoder(seed).save_pretrained(path, safe_serialization=True),
 }
-"""Writers of each tiny model folder by name (cascade: the prior pipeline plus effnet_encoder.safetensors in it)."""
+"""Writers of each tiny model folder by name (cascade: the prior pipeline plus effnet_encoder.safetensors in it;
+cascade-decoder: stages B and A, for samples)."""
 
 
 def save_tiny_family_model(path: str | Path, kind: str, seed: int = 0) -> Path:

@@ -483,7 +483,7 @@ class TrainRecipe:
 
     def sample(self) -> None:
         """Write the configured samples of this step (main process) and a `sample` event."""
-        problem = sampling_problem(self.config.model.family) or ("" if self.config.samples else "the config has no [[samples]]")
+        problem = sampling_problem(self.config) or ("" if self.config.samples else "the config has no [[samples]]")
         if problem:
             if problem not in self.warned_sampling:
                 self.monitor.warning(f"no samples: {problem}")

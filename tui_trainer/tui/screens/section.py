@@ -17,6 +17,7 @@ from tui_trainer.tui.widgets.field_group import FieldGroup, editable_fields
 
 FAMILY_ONLY_FIELDS: dict[str, frozenset[Family]] = {
     "model.effnet_encoder": frozenset({Family.STABLE_CASCADE}),
+    "model.cascade_decoder": frozenset({Family.STABLE_CASCADE}),
     "training.variance_loss": frozenset({Family.PIXART_ALPHA}),
 }
 """Fields that mean something only for some families; the panes of other families leave them out."""
