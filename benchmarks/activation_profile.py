@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "architectures.json"
+from tui_trainer.models.architectures import PIXART_ALPHA_1024, SD15_UNET, SD21_UNET, SD_VAE, SDXL_UNET, STABLE_CASCADE_C_LITE
+
 
 
 class LiveBytes(TorchDispatchMode):
@@ -49,36 +49,14 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-PIXART_ALPHA_1024 = {
-    "num_attention_heads": 16, "attention_head_dim": 72, "in_channels": 4, "out_channels": 8, "num_layers": 28,
-    "cross_attention_dim": 1152, "attention_bias": True, "sample_size": 128, "patch_size": 2,
-    "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000, "norm_type": "ada_norm_single",
-    "norm_elementwise_affine": False, "norm_eps": 1e-6, "caption_channels": 4096,
-}
-STABLE_CASCADE_LITE = {
-    "in_channels": 16, "out_channels": 16, "timestep_ratio_embedding_dim": 64, "patch_size": 1, "conditioning_dim": 1536,
-    "block_out_channels": [1536, 1536], "num_attention_heads": [24, 24], "down_num_layers_per_block": [4, 12],
-    "up_num_layers_per_block": [12, 4], "down_blocks_repeat_mappers": [1, 1], "up_blocks_repeat_mappers": [1, 1],
-    "block_types_per_layer": [["SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock"]] * 2,
-    "clip_text_in_channels": 1280, "clip_text_pooled_in_channels": 1280, "clip_image_in_channels": 768, "clip_seq": 4,
-    "effnet_in_channels": None, "pixel_mapper_in_channels": None, "kernel_size": 3, "dropout": [0.1, 0.1],
-    "self_attn": True, "timestep_conditioning_type": ["sca", "crp"], "switch_level": [False],
-}
-
-
-def _reference() -> dict:
-    return json.loads(REFERENCE.read_text())
-
-
 def build_denoiser(name: str):
     """The real architecture `name`, random-initialised in bfloat16, with its conditioning inputs."""
     import diffusers
 
-    ref = _reference()
     torch.manual_seed(0)
     if name in ("sd15", "sd2", "sdxl"):
-        key = {"sd15": "sd15", "sd2": "sd21", "sdxl": "sdxl"}[name]
-        model = diffusers.UNet2DConditionModel(**ref[key]["unet"]["config"]).to(torch.bfloat16)
+        config = {"sd15": SD15_UNET, "sd2": SD21_UNET, "sdxl": SDXL_UNET}[name]
+        model = diffusers.UNet2DConditionModel(**config).to(torch.bfloat16)
         width = model.config.cross_attention_dim
 
         def inputs(batch, side):
@@ -100,7 +78,7 @@ def build_denoiser(name: str):
 
         return model, inputs, ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]
     if name == "cascade_lite":
-        model = diffusers.StableCascadeUNet(**STABLE_CASCADE_LITE).to(torch.bfloat16)
+        model = diffusers.StableCascadeUNet(**STABLE_CASCADE_C_LITE).to(torch.bfloat16)
 
         def inputs(batch, side):
             return {"sample": torch.randn(batch, 16, side, side), "timestep_ratio": torch.rand(batch),
@@ -140,7 +118,7 @@ def autoencoder_peaks(side: int) -> dict[str, int]:
     """Peak bytes created by one bf16 no-grad encode and decode of a side x side image with the SD VAE."""
     import diffusers
 
-    config = {k: v for k, v in _reference()["sd15"]["vae"]["config"].items() if k != "sample_size"}
+    config = {k: v for k, v in SD_VAE.items() if k != "sample_size"}
     vae = diffusers.AutoencoderKL(**config).to(torch.bfloat16).eval()
     resident = [*vae.parameters(), *vae.buffers()]
     image = torch.randn(1, 3, side, side, dtype=torch.bfloat16)

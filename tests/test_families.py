@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from architectures import (
+from tui_trainer.models.architectures import (
     CLIP_L,
     LORA_PER_RANK_ATTENTION,
     LORA_PER_RANK_KOHYA_FULL,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_trainer.devkit.tiny_models import TINY_TEXT_ENCODER, TINY_VAE, tiny_tokenizer
+from tui_trainer.models.architectures import STABLE_CASCADE_C
 
 PIXART_BETAS = {"beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear", "num_train_timesteps": 1000}
 """PixArt-alpha's training schedule (its scheduler config)."""
@@ -28,15 +29,11 @@ TINY_T5 = {"d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4
            "is_encoder_decoder": False, "relative_attention_num_buckets": 8}
 
 TINY_CASCADE_PRIOR = {
-    "in_channels": 16, "out_channels": 16, "timestep_ratio_embedding_dim": 64, "patch_size": 1, "conditioning_dim": 32,
-    "block_out_channels": [32, 32], "num_attention_heads": [2, 2], "down_num_layers_per_block": [1, 1],
-    "up_num_layers_per_block": [1, 1], "down_blocks_repeat_mappers": [1, 1], "up_blocks_repeat_mappers": [1, 1],
-    "block_types_per_layer": [["SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock"]] * 2,
-    "clip_text_in_channels": 32, "clip_text_pooled_in_channels": 32, "clip_image_in_channels": 768, "clip_seq": 4,
-    "effnet_in_channels": None, "pixel_mapper_in_channels": None, "kernel_size": 3, "dropout": [0.0, 0.0],
-    "self_attn": True, "timestep_conditioning_type": ["sca", "crp"], "switch_level": [False],
+    **STABLE_CASCADE_C, "conditioning_dim": 32, "block_out_channels": [32, 32], "num_attention_heads": [2, 2],
+    "down_num_layers_per_block": [1, 1], "up_num_layers_per_block": [1, 1], "clip_text_in_channels": 32,
+    "clip_text_pooled_in_channels": 32, "dropout": [0.0, 0.0],
 }
-"""Stage C's layout (tests/architectures.py STABLE_CASCADE_C), tiny."""
+"""Stage C's layout (models/architectures.py STABLE_CASCADE_C), tiny."""
 
 TINY_CASCADE_DECODER = {
     "in_channels": 4, "out_channels": 4, "timestep_ratio_embedding_dim": 64, "patch_size": 2, "conditioning_dim": 32,
