@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tui_trainer.runs.layout import RunDir
 
@@ -48,15 +48,21 @@ class EventReader:
         """Events appended since the last call (complete lines only; unparsable lines are skipped)."""
         try:
             with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                chunk = handle.read()
+                complete, self.offset = read_complete_lines(handle, self.offset)
         except FileNotFoundError:
             return []
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        return parse_events(chunk[:end].split(b"\n"))
+        return [] if complete is None else parse_events(complete.split(b"\n"))
+
+
+def read_complete_lines(handle: BinaryIO, offset: int) -> tuple[bytes | None, int]:
+    """The complete lines from `offset` (without the last newline) and the offset after them.
+
+    A partial last line is left for the next read; with no complete line, returns (None, offset).
+    """
+    handle.seek(offset)
+    chunk = handle.read()
+    end = chunk.rfind(b"\n")
+    return (chunk[:end], offset + end + 1) if end >= 0 else (None, offset)
 
 
 def parse_events(lines: list[bytes]) -> list[dict[str, Any]]:

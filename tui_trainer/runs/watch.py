@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_trainer.runs.commands import Command, pending_commands
-from tui_trainer.runs.events import EventReader
+from tui_trainer.runs.events import EventReader, read_complete_lines
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import read_status
 
@@ -33,15 +33,12 @@ class LogTail:
                 if self.offset is None or self.offset > size:
                     self.offset = max(0, size - self.start_bytes)
                     skip_first = self.offset > 0
-                handle.seek(self.offset)
-                chunk = handle.read()
+                complete, self.offset = read_complete_lines(handle, self.offset)
         except FileNotFoundError:
             return []
-        end = chunk.rfind(b"\n")
-        if end < 0:
+        if complete is None:
             return []
-        self.offset += end + 1
-        lines = chunk[:end].decode("utf-8", errors="replace").split("\n")
+        lines = complete.decode("utf-8", errors="replace").split("\n")
         return lines[1:] if skip_first else lines
 
 
