@@ -6,13 +6,14 @@ import json
 import os
 import socket
 import subprocess
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from tui_trainer.runs.commands import Command, consume_command, pending_commands, send_command
 from tui_trainer.runs.events import EventReader, EventWriter, read_events
-from tui_trainer.runs.layout import create_run_dir, list_runs
+from tui_trainer.runs.layout import DELETING_PREFIX, create_run_dir, delete_run, list_runs
 from tui_trainer.runs.status import RunState, read_status, write_status
 
 
@@ -26,6 +27,30 @@ def test_create_run_dir_layout(tmp_path: Path):
     second = create_run_dir(tmp_path, "dogs", "version = 1\n", now=0)
     assert second.path != run.path
     assert {r.path for r in list_runs(tmp_path)} == {run.path, second.path}
+
+
+def test_list_runs_skips_a_run_deleted_while_listing_and_one_being_deleted(tmp_path: Path, monkeypatch):
+    kept = create_run_dir(tmp_path, "kept", "version = 1\n", now=0)
+    vanishing = create_run_dir(tmp_path, "vanishing", "version = 1\n", now=0)
+    being_deleted = create_run_dir(tmp_path, "old", "version = 1\n", now=0)
+    being_deleted.path.rename(being_deleted.path.with_name(DELETING_PREFIX + being_deleted.name))
+    listed = list((tmp_path / "runs").iterdir())
+
+    def iterdir_then_delete(self):
+        shutil.rmtree(vanishing.path)
+        return iter(listed)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir_then_delete)
+    assert [r.path for r in list_runs(tmp_path)] == [kept.path]
+
+
+def test_delete_run_removes_the_folder_and_leaves_the_others(tmp_path: Path):
+    kept = create_run_dir(tmp_path, "kept", "version = 1\n", now=0)
+    doomed = create_run_dir(tmp_path, "doomed", "version = 1\n", now=0)
+    (doomed.samples_dir / "step-000001-0.png").write_bytes(b"png")
+    delete_run(doomed)
+    assert not doomed.path.exists()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [kept.name]
 
 
 def test_events_tail_by_offset_with_partial_last_line(tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,10 +90,28 @@ def create_run_dir(workspace_dir: str | Path, run_name: str, config_text: str, n
     return run
 
 
+DELETING_PREFIX = ".deleting-"
+"""A run folder being deleted is first renamed to this hidden name, so no viewer lists it half-deleted."""
+
+
 def list_runs(workspace_dir: str | Path) -> list[RunDir]:
-    """Run folders of a workspace, newest first."""
+    """Run folders of a workspace, newest first; hidden folders and folders that vanish meanwhile are skipped."""
     runs = Path(workspace_dir) / RUNS_FOLDER
     if not runs.is_dir():
         return []
-    found = [RunDir(path) for path in runs.iterdir() if path.is_dir() and (path / "config.toml").is_file()]
-    return sorted(found, key=lambda run: run.config_file.stat().st_mtime, reverse=True)
+    created: dict[Path, float] = {}
+    for path in runs.iterdir():
+        if path.name.startswith("."):
+            continue
+        try:
+            created[path] = (path / "config.toml").stat().st_mtime
+        except OSError:
+            continue
+    return [RunDir(path) for path in sorted(created, key=created.__getitem__, reverse=True)]
+
+
+def delete_run(run: RunDir) -> None:
+    """Delete a run folder: one atomic rename out of the list, then the files."""
+    doomed = run.path.with_name(f"{DELETING_PREFIX}{run.name}-{time.time_ns()}")
+    run.path.rename(doomed)
+    shutil.rmtree(doomed)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from tui_trainer.config import ConfigError, load_config, save_config
 from tui_trainer.runs.launch import resume_run
-from tui_trainer.runs.layout import RUNS_FOLDER, RunDir, list_runs
+from tui_trainer.runs.layout import RUNS_FOLDER, RunDir, delete_run, list_runs
 from tui_trainer.runs.status import RunState
 from tui_trainer.runs.summary import RunListing, summarize_run
 from tui_trainer.tui.screens.confirm import ConfirmDialog
@@ -211,6 +210,6 @@ class RunsBrowserScreen(Screen[None]):
         if summarize_run(run).live:
             self.notify(f"{run.name} is running; stop it first", severity="error", title="Not deleted")
             return
-        await asyncio.to_thread(shutil.rmtree, run.path)
+        await asyncio.to_thread(delete_run, run)
         self.notify(f"Deleted {run.path}", title="Deleted")
         await self.reload()
