@@ -40,7 +40,8 @@ async def retype(pilot, text: str) -> None:
     await pilot.press("end", "ctrl+u", *text)
 
 
-def test_importing_and_starting_the_app_leaves_torch_out(tmp_path: Path):
+def test_importing_and_starting_the_app_leaves_torch_numpy_and_textual_image_out(tmp_path: Path):
+    """torch never; numpy and textual-image (a quarter second of start-up) only once the run screen shows a sample."""
     code = (
         "import asyncio, sys\n"
         "from tui_trainer.tui.app import TrainerApp\n"
@@ -51,6 +52,8 @@ def test_importing_and_starting_the_app_leaves_torch_out(tmp_path: Path):
         "asyncio.run(main())\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'diffusers' not in sys.modules, 'diffusers was imported'\n"
+        "assert 'numpy' not in sys.modules, 'numpy was imported'\n"
+        "assert 'textual_image' not in sys.modules, 'textual_image was imported'\n"
         "print('clean')\n"
     )
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tui_trainer import __version__
 
@@ -18,15 +20,25 @@ def _print_problems(problems: list) -> None:
         print(f"error: {problem}", file=sys.stderr)
 
 
+def run_app(make_app: Callable[[], Any]) -> None:
+    """Ask the terminal about image protocols (in a thread, while `make_app` imports Textual), then run the app."""
+    from tui_trainer.tui.graphics import start_probe
+
+    wait_for_probe = start_probe()
+    app = make_app()
+    wait_for_probe()
+    app.run()
+
+
 def cmd_tui(args: argparse.Namespace) -> int:
     """Open the app: the editor for a config file, else the start page (recent files or the wizard)."""
-    # textual-image asks the terminal which graphics it supports when imported, which works only before
-    # Textual owns stdin; the run screen that shows samples is imported later, on Start.
-    import textual_image.renderable  # noqa: F401
 
-    from tui_trainer.tui.app import TrainerApp
+    def make_app():
+        from tui_trainer.tui.app import TrainerApp
 
-    TrainerApp(args.config).run()
+        return TrainerApp(args.config)
+
+    run_app(make_app)
     return EXIT_OK
 
 
@@ -170,14 +182,19 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def cmd_attach(args: argparse.Namespace) -> int:
     """Watch a run folder (running or not); detaching or quitting leaves the trainer running."""
     from tui_trainer.runs.layout import RunDir
-    from tui_trainer.tui.app import TrainerApp
-    from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
 
     run = RunDir(Path(args.run_dir).expanduser().resolve())
     if not run.exists():
         print(f"error: {args.run_dir}: not a run folder (it has no config.toml)", file=sys.stderr)
         return EXIT_USAGE
-    TrainerApp(initial_screen=lambda: RunMonitorScreen(run)).run()
+
+    def make_app():
+        from tui_trainer.tui.app import TrainerApp
+        from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
+
+        return TrainerApp(initial_screen=lambda: RunMonitorScreen(run))
+
+    run_app(make_app)
     return EXIT_OK
 
 
@@ -194,15 +211,20 @@ def runs_workspace(value: str | None) -> Path:
 def cmd_runs(args: argparse.Namespace) -> int:
     """Browse the runs of a workspace: attach, resume, edit the config, delete."""
     from tui_trainer.config import ConfigError
-    from tui_trainer.tui.app import TrainerApp
-    from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
 
     try:
         workspace = runs_workspace(args.workspace)
     except ConfigError as error:
         _print_problems(error.problems)
         return EXIT_USAGE
-    TrainerApp(initial_screen=lambda: RunsBrowserScreen(workspace)).run()
+
+    def make_app():
+        from tui_trainer.tui.app import TrainerApp
+        from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
+
+        return TrainerApp(initial_screen=lambda: RunsBrowserScreen(workspace))
+
+    run_app(make_app)
     return EXIT_OK
 
 

@@ -8,9 +8,9 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Static
-from textual_image.widget import Image
 
 from tui_trainer.runs.summary import Sample
+from tui_trainer.tui.graphics import image_widget_class
 
 DEFAULT_SIZE = (34, 30)
 """Room for images (cells) before the view has been laid out."""
@@ -35,14 +35,14 @@ class SampleView(VerticalScroll):
     def on_mount(self) -> None:
         self.border_title = "Latest sample"
 
-    def _image(self, image: PILImage.Image, count: int) -> Image:
+    def _image(self, image: PILImage.Image, count: int) -> Widget:
         """An image widget sized so `count` images and their prompts share the view (cells are ~1:2)."""
         width = max(8, self.content_size.width or DEFAULT_SIZE[0])
         rows = max(4, (self.content_size.height or DEFAULT_SIZE[1]) // count - 2)
         height = round(width * image.height / image.width / 2)
         if height > rows:
             width, height = max(4, round(rows * 2 * image.width / image.height)), rows
-        widget = Image(image)
+        widget = image_widget_class()(image)
         widget.styles.width = width
         widget.styles.height = max(1, height)
         return widget
