@@ -78,7 +78,7 @@ def bare(model_dir: Path, config_path: Path, steps: int) -> float:
     import peft
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
-    from tui_trainer.data import build_report
+    from tui_trainer.data import build_report, read_captions
     from tui_trainer.models.families import family_spec
     from tui_trainer.train.dataset import open_rgb, to_tensor, transform
 
@@ -98,6 +98,7 @@ def bare(model_dir: Path, config_path: Path, steps: int) -> float:
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     items = [item for item in report.items if item.bucket == (64, 64)]
+    captions = read_captions(items, config.concepts)
     with torch.no_grad():
         latents = [
             vae.encode(to_tensor(transform(open_rgb(item.path), item.bucket, _centre(item)))[None]).latent_dist.mode()[0]
@@ -110,7 +111,7 @@ def bare(model_dir: Path, config_path: Path, steps: int) -> float:
         start = time.perf_counter()
         picks = [(step * 2 + offset) % len(items) for offset in range(2)]
         batch = torch.stack([latents[i] for i in picks])
-        ids = tokenizer([items[i].caption for i in picks], padding="max_length", max_length=tokenizer.model_max_length,
+        ids = tokenizer([captions.of(items[i])[0] for i in picks], padding="max_length", max_length=tokenizer.model_max_length,
                         truncation=True, return_tensors="pt").input_ids
         noise = torch.randn(batch.shape, generator=generator)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (2,), generator=generator)

@@ -84,7 +84,7 @@ def test_every_image_is_in_exactly_one_bucket_and_counts_add_up(sizes, resolutio
     grids = bucket_grids(resolution, step, None, None, 2.0)
     all_buckets = {size for grid in grids for size in grid.sizes}
     items = [
-        ImageItem(Path(f"{index}.png"), width, height, "", 0, None, choose_bucket(grids, width, height))
+        ImageItem(Path(f"{index}.png"), width, height, 0, None, choose_bucket(grids, width, height))
         for index, (width, height) in enumerate(sizes)
     ]
     assert all(item.bucket in all_buckets for item in items)

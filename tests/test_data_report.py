@@ -10,7 +10,7 @@ from PIL import Image
 
 from tui_trainer.config import config_from_dict
 from tui_trainer.config.enums import RemainderPolicy
-from tui_trainer.data import build_report, plan_epoch
+from tui_trainer.data import build_report, plan_epoch, read_captions
 from tui_trainer.devkit.datasets import make_dataset, make_exif_rotated
 
 
@@ -74,11 +74,12 @@ def test_exif_rotated_portrait_goes_to_a_portrait_bucket(tmp_path: Path):
     folder.mkdir()
     make_exif_rotated(folder / "rotated.jpg", 96, 64, orientation=6)
     make_exif_rotated(folder / "upright.jpg", 96, 64, orientation=1)
-    report = build_report(*make_config(tmp_path, [{"name": "photos", "path": "ds", "caption_source": "filename"}]))
+    config, path = make_config(tmp_path, [{"name": "photos", "path": "ds", "caption_source": "filename"}])
+    report = build_report(config, path)
     by_name = {item.path.name: item for item in report.items}
     assert (by_name["rotated.jpg"].width, by_name["rotated.jpg"].height, by_name["rotated.jpg"].bucket) == (64, 96, (48, 80))
     assert (by_name["upright.jpg"].width, by_name["upright.jpg"].height, by_name["upright.jpg"].bucket) == (96, 64, (80, 48))
-    assert by_name["rotated.jpg"].caption == "rotated"
+    assert read_captions(report.items, config.concepts).of(by_name["rotated.jpg"]) == ("rotated",)
 
 
 def test_multi_resolution_takes_the_largest_target_not_above_the_image_area(tmp_path: Path):
@@ -138,11 +139,13 @@ def test_prompts_file_prefix_suffix_and_masks(tmp_path: Path):
         "name": "p", "path": "ds", "caption_source": "prompts_file", "prompts_file": "prompts.txt",
         "caption_prefix": "sks, ", "caption_suffix": ", hd",
     }]
-    report = build_report(*make_config(tmp_path, concepts))
+    config, path = make_config(tmp_path, concepts)
+    report = build_report(config, path)
     assert report.total_images == 3 and report.warnings == []
+    captions = read_captions(report.items, config.concepts)
     for item in report.items:
         assert item.caption_choices == ("sks, a photo, hd", "sks, a drawing, hd")
-        assert item.caption in item.caption_choices
+        assert captions.of(item) == item.caption_choices
         assert item.mask_path == item.path.with_name(item.path.stem + "-masklabel.png")
 
 

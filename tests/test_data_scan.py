@@ -1,4 +1,4 @@
-"""Concept scanning: which files count, captions, masks, bad files and the scan cache."""
+"""Concept scanning: which files count, caption files, masks, bad files and the scan cache."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tui_trainer.config.schema import ConceptConfig
+from tui_trainer.data import ImageItem, read_captions
 from tui_trainer.data import scan as scan_module
 from tui_trainer.data.scan import ScanCache, scan_concept
 from tui_trainer.devkit.datasets import BROKEN_KINDS, make_dataset
@@ -23,6 +24,13 @@ NOBODY = 65534
 def scan(folder: Path, cache_dir: Path | None = None, **concept):
     config = ConceptConfig(name="c", path=str(folder), **concept)
     return scan_concept(config, folder, ScanCache.for_folder(cache_dir, str(folder)))
+
+
+def captions_of(result, **concept) -> list[tuple[str, ...]]:
+    """Each scanned image's captions, read as the trainer reads them (read_captions)."""
+    items = [ImageItem(image.path, image.width, image.height, 0, image.mask_path, (64, 64), image.caption_file) for image in result.images]
+    captions = read_captions(items, [ConceptConfig(name="c", path=".", **concept)])
+    return [captions.of(item) for item in items]
 
 
 def save(path: Path, size: tuple[int, int] = (64, 64), image_format: str | None = None) -> Path:
@@ -47,7 +55,8 @@ def test_extensions_are_case_insensitive_and_other_files_ignored(tmp_path: Path)
     save(tmp_path / "f.gif", image_format="GIF")
     (tmp_path / "notes.md").write_text("not an image")
     result = scan(tmp_path, caption_source="filename")
-    found = [(image.path.name, image.width, image.height, image.captions) for image in result.images]
+    captions = captions_of(result, caption_source="filename")
+    found = [(image.path.name, image.width, image.height, caption) for image, caption in zip(result.images, captions, strict=True)]
     assert found == [
         ("a.JPG", 64, 64, ("a",)), ("b.Png", 64, 64, ("b",)), ("c.webp", 96, 64, ("c",)),
         ("d.bmp", 64, 96, ("d",)), ("e.jpeg", 64, 64, ("e",)),
@@ -65,21 +74,22 @@ def test_subfolders_only_when_include_subdirs(tmp_path: Path):
     assert sorted(image.path.name for image in deep.images) == ["low.png", "top.png"]
 
 
-def test_masks_are_recorded_not_counted_and_captions_read(tmp_path: Path):
+def test_masks_are_recorded_not_counted_and_caption_files_found(tmp_path: Path):
     make_dataset(tmp_path, [(64, 64, 2)], masks=True)
     (tmp_path / "img_0000_64x64.txt").write_text("  red,\n  dog  \n")
     save(tmp_path / "stray-masklabel.png")
     result = scan(tmp_path, caption_prefix="sks, ", caption_suffix=" !")
     assert [image.path.name for image in result.images] == ["img_0000_64x64.png", "img_0001_64x64.png"]
     assert result.images[0].mask_path == tmp_path / "img_0000_64x64-masklabel.png"
-    assert result.images[0].captions == ("sks, red, dog !",)
+    assert [image.caption_file for image in result.images] == ["img_0000_64x64.txt", "img_0001_64x64.txt"]
+    assert captions_of(result, caption_prefix="sks, ", caption_suffix=" !")[0] == ("sks, red, dog !",)
     assert result.warnings == ["concept 'c' (concepts[0]): 1 mask files have no image ('stray-masklabel.png')"]
 
 
 def test_missing_caption_files_are_one_warning(tmp_path: Path):
     make_dataset(tmp_path, [(64, 64, 4)], captions=False)
     result = scan(tmp_path, caption_prefix="sks")
-    assert [image.captions for image in result.images] == [("sks",)] * 4
+    assert captions_of(result, caption_prefix="sks") == [("sks",)] * 4
     assert result.warnings == [
         "concept 'c' (concepts[0]): 4 images have no .txt caption ('img_0000_64x64.png', 'img_0001_64x64.png', "
         "'img_0002_64x64.png', ...); they train with only the caption prefix/suffix"
@@ -175,7 +185,7 @@ def test_cache_skips_unchanged_files_and_rereads_changed_ones(tmp_path: Path, mo
     third = scan(folder, cache_dir)
     assert reads == ["img_0001_64x64.png"]
     assert (third.images[1].width, third.images[1].height) == (96, 64)
-    assert third.images[2].captions == ("new caption",)
+    assert captions_of(third)[2] == ("new caption",)
     save(folder / "img_0009_64x64.png")
     assert [image.path.name for image in scan(folder, cache_dir).images][-1] == "img_0009_64x64.png"
 

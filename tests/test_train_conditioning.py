@@ -107,7 +107,7 @@ def test_random_masks_are_deterministic_and_cover_part_of_the_image():
 
 def test_items_without_a_mask_file_get_the_source_fill(tmp_path: Path):
     from tui_trainer.config.schema import ConceptConfig
-    from tui_trainer.data import build_report
+    from tui_trainer.data import build_report, read_captions
     from tui_trainer.devkit.datasets import make_dataset
     from tui_trainer.train.dataset import EpochBatches
     from tui_trainer.train.masks import MaskSource
@@ -120,10 +120,11 @@ def test_items_without_a_mask_file_get_the_source_fill(tmp_path: Path):
                          workspace=WorkspaceConfig(dir=str(tmp_path / "ws")),
                          concepts=[ConceptConfig(name="a", path=str(tmp_path / "with")), ConceptConfig(name="b", path=str(tmp_path / "without"))])
     items = sorted(build_report(config, None).items, key=lambda item: str(item.path))
-    batch = EpochBatches([items], 0, 0, config.concepts, masks=MaskSource(True, "full"))[0]
+    captions = read_captions(items, config.concepts)
+    batch = EpochBatches([items], 0, 0, config.concepts, captions, masks=MaskSource(True, "full"))[0]
     filed, filled = batch["masks"]
     assert 0 < float(filed.mean()) < 1 and float(filled.min()) == 1.0
-    random_fill = EpochBatches([items], 0, 0, config.concepts, masks=MaskSource(False, "rectangles"))[0]["masks"]
+    random_fill = EpochBatches([items], 0, 0, config.concepts, captions, masks=MaskSource(False, "rectangles"))[0]["masks"]
     assert not torch.equal(random_fill[0], filed)
 
 
@@ -153,7 +154,7 @@ def test_sdxl_time_ids_are_each_images_original_size_crop_and_target(tiny_model_
         seen = []
         recipe.model.unet.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["added_cond_kwargs"]["time_ids"].clone()), with_kwargs=True)
         (batch_items,) = recipe._batches(0)[:1]
-        batch = EpochBatches([batch_items], 0, config.training.seed, config.concepts)[0]
+        batch = EpochBatches([batch_items], 0, config.training.seed, config.concepts, recipe.item_captions)[0]
         recipe._micro_step(batch, 1.0, True, False)
     finally:
         recipe.cleanup()

@@ -15,10 +15,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 images in two buckets and one corrupt file."""
+    """8 images in two buckets, one corrupt file and one caption file that is not UTF-8."""
     from tui_trainer.devkit.datasets import make_dataset
 
-    return make_dataset(tmp_path_factory.mktemp("data"), ((64, 64, 6), (72, 56, 2)), broken=("truncated",))
+    folder = make_dataset(tmp_path_factory.mktemp("data"), ((64, 64, 6), (72, 56, 2)), broken=("truncated",))
+    (folder / "img_0003_64x64.txt").write_bytes(b"red, caf\xe9")
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,15 @@ def test_corrupt_image_is_skipped_with_a_warning_naming_it(kohya_run):
     _, run = kohya_run
     warnings = [event["message"] for event in _events(run) if event["type"] == "warning"]
     assert any("broken_truncated.png" in message for message in warnings)
+
+
+def test_caption_that_is_not_utf8_is_one_warning_naming_it(kohya_run, dataset):
+    _, run = kohya_run
+    bad = str(dataset / "img_0003_64x64.txt")
+    warnings = [event for event in _events(run) if event["type"] == "warning" and "UTF-8" in event["message"]]
+    assert [(event["message"], event["paths"]) for event in warnings] == [
+        (f"concept 'shapes' (concepts[0]): 1 caption files are not UTF-8 ({bad!r}); bad bytes were replaced", [bad])
+    ]
 
 
 def test_kohya_file_loads_into_the_pipeline_and_changes_its_image(kohya_run, tiny_sd15):

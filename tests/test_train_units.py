@@ -141,8 +141,8 @@ def test_offset_noise_and_noise_come_from_the_generator():
     assert all(torch.equal(a, b) for a, b in zip(*draws, strict=True))
 
 
-def _item(path: Path, size: tuple[int, int], bucket: tuple[int, int], caption: str = "a, b, c, d") -> SimpleNamespace:
-    return SimpleNamespace(path=path, width=size[0], height=size[1], bucket=bucket, caption=caption, caption_choices=(),
+def _item(path: Path, size: tuple[int, int], bucket: tuple[int, int]) -> SimpleNamespace:
+    return SimpleNamespace(path=path, width=size[0], height=size[1], bucket=bucket, caption_path=None, caption_choices=(),
                            concept_index=0, mask_path=None)
 
 
@@ -170,28 +170,76 @@ def test_caption_keep_tokens_shuffle_and_dropouts():
     from tui_trainer.config.schema import ConceptConfig
     from tui_trainer.train.dataset import process_caption
 
-    item = _item(Path("x.png"), (64, 64), (64, 64), "sks, a, b, c, d, e")
+    choices = ("sks, a, b, c, d, e",)
     shuffled = ConceptConfig(name="c", path=".", keep_tokens=1, shuffle_tags=True)
-    results = {process_caption(item, shuffled, random.Random(seed)) for seed in range(20)}
+    results = {process_caption(choices, shuffled, random.Random(seed)) for seed in range(20)}
     assert len(results) > 1 and all(r.startswith("sks, ") and sorted(r.split(", ")) == ["a", "b", "c", "d", "e", "sks"] for r in results)
-    assert process_caption(item, shuffled, random.Random(4)) == process_caption(item, shuffled, random.Random(4))
-    assert process_caption(item, ConceptConfig(name="c", path=".", caption_dropout=1.0), random.Random(0)) == ""
-    dropped = process_caption(item, ConceptConfig(name="c", path=".", keep_tokens=2, tag_dropout=1.0), random.Random(0))
+    assert process_caption(choices, shuffled, random.Random(4)) == process_caption(choices, shuffled, random.Random(4))
+    assert process_caption(choices, ConceptConfig(name="c", path=".", caption_dropout=1.0), random.Random(0)) == ""
+    dropped = process_caption(choices, ConceptConfig(name="c", path=".", keep_tokens=2, tag_dropout=1.0), random.Random(0))
     assert dropped == "sks, a"
-    assert process_caption(item, ConceptConfig(name="c", path="."), random.Random(0)) == "sks, a, b, c, d, e"
+    assert process_caption(choices, ConceptConfig(name="c", path="."), random.Random(0)) == "sks, a, b, c, d, e"
 
 
 def test_image_that_fails_at_load_time_is_skipped_and_reported(tmp_path: Path):
     from tui_trainer.config.schema import ConceptConfig
+    from tui_trainer.data import read_captions
     from tui_trainer.devkit.datasets import make_dataset
     from tui_trainer.train.dataset import EpochBatches
 
     make_dataset(tmp_path, ((64, 64, 1),), broken=("truncated",))
     good, bad = tmp_path / "img_0000_64x64.png", tmp_path / "broken_truncated.png"
     batches = [[_item(good, (64, 64), (64, 64)), _item(bad, (64, 64), (64, 64))]]
-    batch = EpochBatches(batches, 0, 1, [ConceptConfig(name="c", path=".")])[0]
+    concepts = [ConceptConfig(name="c", path=".")]
+    batch = EpochBatches(batches, 0, 1, concepts, read_captions(batches[0], concepts))[0]
     assert batch["pixels"].shape == (1, 3, 64, 64) and batch["paths"] == [str(good)]
     assert [path for path, _ in batch["skipped"]] == [str(bad)]
+
+
+def test_trainer_reads_captions_at_start_and_warns_once_about_one_not_utf8(tmp_path: Path):
+    """Through the trainer's own setup: a caption edited after a warm scan is what the batch carries, and a caption
+    file that is not UTF-8 is one warning event naming it."""
+    import json
+    import os
+    import time
+
+    from tui_trainer.config import config_from_dict
+    from tui_trainer.data import build_report
+    from tui_trainer.devkit.datasets import make_dataset
+    from tui_trainer.runs.layout import create_run_dir
+    from tui_trainer.train.dataset import EpochBatches
+    from tui_trainer.train.entry import TrainRecipe
+    from tui_trainer.train.monitor import RunMonitor
+
+    folder = make_dataset(tmp_path / "ds", ((64, 64, 3),))
+    when = time.time() - 60
+    for path in [folder, *folder.iterdir()]:
+        os.utime(path, (when, when))
+    config = config_from_dict({
+        "model": {"base_model": "x"}, "workspace": {"dir": str(tmp_path / "ws")},
+        "training": {"resolution": "64", "batch_size": 3},
+        "concepts": [{"name": "c", "path": str(folder), "caption_prefix": "sks, "}],
+    })
+    build_report(config, None)
+    (folder / "img_0001_64x64.txt").write_text("edited   after\nthe scan")
+    (folder / "img_0002_64x64.txt").write_bytes(b"caf\xe9")
+    run = create_run_dir(tmp_path / "ws", "t", "")
+    monitor = RunMonitor(run)
+    try:
+        recipe = TrainRecipe(config, None, run, monitor)
+        report = recipe._setup_data()
+    finally:
+        monitor.close()
+    loaded = EpochBatches([report.items], 0, 0, config.concepts, recipe.item_captions)[0]
+    by_path = dict(zip(loaded["paths"], loaded["captions"], strict=True))
+    assert by_path[str(folder / "img_0001_64x64.png")] == "sks, edited after the scan"
+    assert by_path[str(folder / "img_0002_64x64.png")] == "sks, caf\ufffd"
+    events = [json.loads(line) for line in run.events_file.read_text().splitlines()]
+    warnings = [event for event in events if event["type"] == "warning" and "UTF-8" in event["message"]]
+    bad = str(folder / "img_0002_64x64.txt")
+    assert [(event["message"], event["paths"]) for event in warnings] == [
+        (f"concept 'c' (concepts[0]): 1 caption files are not UTF-8 ({bad!r}); bad bytes were replaced", [bad])
+    ]
 
 
 def test_latent_cache_key_follows_content_bucket_crop_flip_and_vae(tmp_path: Path):

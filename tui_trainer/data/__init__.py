@@ -1,6 +1,7 @@
 """Datasets: concept scanning, aspect-ratio buckets and the dataset report. Imports neither torch nor textual."""
 
 from tui_trainer.data.buckets import bucket_grids, bucket_sizes
+from tui_trainer.data.captions import Captions, read_captions
 from tui_trainer.data.report import (
     BucketReport,
     DatasetReport,
@@ -15,6 +16,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MASK_SUFFIX",
     "BucketReport",
+    "Captions",
     "DatasetReport",
     "ImageItem",
     "SkippedFile",
@@ -23,4 +25,5 @@ __all__ = [
     "build_report",
     "format_report",
     "plan_epoch",
+    "read_captions",
 ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui_trainer.config.enums import ConceptType, RemainderPolicy
+from tui_trainer.config.enums import CaptionSource, ConceptType, RemainderPolicy
 from tui_trainer.config.io import resolve_path
 from tui_trainer.config.schema import TrainConfig, parse_resolution
 from tui_trainer.data.buckets import (
@@ -20,7 +20,8 @@ from tui_trainer.data.buckets import (
     bucket_grids,
     choose_bucket,
 )
-from tui_trainer.data.scan import ScanCache, ScannedImage, SkippedFile, scan_concept
+from tui_trainer.data.captions import read_prompts
+from tui_trainer.data.scan import ScanCache, ScannedImage, SkippedFile, concept_label, scan_concept
 from tui_trainer.models.families import family_spec
 
 
@@ -32,15 +33,20 @@ class ImageItem:
     width: int
     """Displayed width after the EXIF orientation."""
     height: int
-    caption: str
-    """Caption with prefix/suffix, before per-step augmentation (shuffle, dropout)."""
     concept_index: int
     """Index of its concept in config.concepts."""
     mask_path: Path | None
     bucket: tuple[int, int]
     """(width, height) of its bucket."""
+    caption_file: str = ""
+    """Name of its caption file beside it (caption_source = txt); '' when it has none. Read by read_captions."""
     caption_choices: tuple[str, ...] = ()
-    """All prompts-file captions (with prefix/suffix) for caption_source = prompts_file; `caption` is one of them."""
+    """All prompts-file captions (with prefix/suffix) for caption_source = prompts_file; one is picked per step."""
+
+    @property
+    def caption_path(self) -> Path | None:
+        """Its caption file, or None."""
+        return self.path.with_name(self.caption_file) if self.caption_file else None
 
 
 @dataclass
@@ -139,31 +145,26 @@ def _bucket_setup(config: TrainConfig, resolution: str, step: int, errors: list[
     return grids if all(grid.sizes for grid in grids) else []
 
 
-def _copies(images: list[ScannedImage], repeats: float, rng: random.Random) -> list[tuple[ScannedImage, int]]:
-    """(image, copy number) after repeats: the whole part for every image, the fraction as a seeded random subset."""
+def _copies(images: list[ScannedImage], repeats: float, rng: random.Random) -> list[ScannedImage]:
+    """The images after repeats: the whole part for every image, the fraction as a seeded random subset."""
     whole = int(repeats)
     extra = math.floor((repeats - whole) * len(images) + 0.5)
     chosen = sorted(rng.sample(range(len(images)), extra)) if extra else []
-    copies = [(image, copy) for copy in range(whole) for image in images]
-    return copies + [(images[index], whole) for index in chosen]
+    return images * whole + [images[index] for index in chosen]
 
 
-def _items(images: list[ScannedImage], concept_index: int, repeats: float, grids: list[BucketGrid], seed: int) -> list[ImageItem]:
+def _items(
+    images: list[ScannedImage], concept_index: int, repeats: float, grids: list[BucketGrid], seed: int, prompts: tuple[str, ...]
+) -> list[ImageItem]:
     rng = random.Random(f"{seed}:{concept_index}")
     buckets: dict[tuple[int, int], tuple[int, int]] = {}
     items = []
-    for image, copy in _copies(images, repeats, rng):
+    for image in _copies(images, repeats, rng):
         size = (image.width, image.height)
         bucket = buckets.get(size)
         if bucket is None:
             bucket = buckets[size] = choose_bucket(grids, image.width, image.height)
-        caption = image.captions[0] if len(image.captions) == 1 else rng.choice(image.captions)
-        items.append(
-            ImageItem(
-                image.path, image.width, image.height, caption, concept_index, image.mask_path, bucket,
-                image.captions if len(image.captions) > 1 else (),
-            )
-        )
+        items.append(ImageItem(image.path, image.width, image.height, concept_index, image.mask_path, bucket, image.caption_file, prompts))
     return items
 
 
@@ -235,15 +236,20 @@ def build_report(config: TrainConfig, config_path: str | Path | None = None, *, 
         if resolution not in grids_by_resolution:
             grids_by_resolution[resolution] = _bucket_setup(config, resolution, step, errors, warnings)
         folder = resolve_path(config_path, concept.path).absolute()
-        prompts_file = resolve_path(config_path, concept.prompts_file) if concept.prompts_file else None
-        scan = scan_concept(concept, folder, ScanCache.for_folder(cache_dir, str(folder)), prompts_file, index)
+        prompts: tuple[str, ...] = ()
+        if concept.caption_source is CaptionSource.PROMPTS_FILE and folder.is_dir():
+            prompts, error = read_prompts(concept, resolve_path(config_path, concept.prompts_file) if concept.prompts_file else None)
+            if error:
+                errors.append(f"{concept_label(concept, index)}: {error}")
+                continue
+        scan = scan_concept(concept, folder, ScanCache.for_folder(cache_dir, str(folder)), index)
         skipped += scan.skipped
         warnings += scan.warnings
         errors += scan.errors
         grids = grids_by_resolution[resolution]
         if grids and scan.images:
             target = items if concept.type is ConceptType.TRAIN else validation_items
-            concept_items = _items(scan.images, index, concept.repeats, grids, training.seed)
+            concept_items = _items(scan.images, index, concept.repeats, grids, training.seed, prompts)
             if not concept_items:
                 warnings.append(f"concept {concept.name!r} (concepts[{index}].repeats): repeats {concept.repeats} x {len(scan.images)} images leaves no image")
             target += concept_items

@@ -1,8 +1,9 @@
-"""Concept scanning: find images, masks and captions; read sizes from headers; remember them in a scan cache.
+"""Concept scanning: find images, masks and caption files; read sizes from headers; remember them in a scan cache.
 
 Sizes come from image headers (imagesize, which also applies the EXIF orientation); pixels are decoded
 only to confirm a file whose tail looks cut off. A bad file never stops a scan: it becomes a SkippedFile
-with its path and the reason.
+with its path and the reason. A scan notes which caption file belongs to each image but never reads one:
+caption text is read when training starts (data.captions).
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ class ScannedImage(NamedTuple):
     width: int
     """Displayed width (after the EXIF orientation)."""
     height: int
-    captions: tuple[str, ...]
-    """Its caption with prefix and suffix; several for caption_source = prompts_file (one is picked per copy)."""
+    caption_file: str
+    """Name of its caption file in the same folder (caption_source = txt); '' when it has none."""
     mask_path: Path | None
 
 
@@ -236,8 +237,8 @@ within the same timestamp tick (up to 2 s on FAT) would leave the mtime unchange
 class ScanCache:
     """Facts about one folder's files keyed by relative path + size + mtime, kept in the workspace cache dir.
 
-    Images map to (size, mtime_ns, width, height, reason), caption files to (size, mtime_ns, text, is UTF-8),
-    directories to (mtime_ns, *Listing): adding, removing or renaming a file changes its folder's mtime.
+    Images map to (size, mtime_ns, width, height, reason), directories to (mtime_ns, *Listing): adding,
+    removing or renaming a file changes its folder's mtime.
     Stored with marshal: a 10,000-image cache loads in milliseconds (several times faster than JSON), and it
     is private to this program, so a Python-version change only means one cold rescan.
     """
@@ -250,11 +251,11 @@ class ScanCache:
         self.file = file
         self.root = root
         self.old: dict[str, dict] = self._load(file, root) if file is not None else {}
-        self.new: dict[str, dict] = {"dirs": {}, "files": {}, "texts": {}}
+        self.new: dict[str, dict] = {"dirs": {}, "files": {}}
         self.error = ""
         self.now_ns = time.time_ns()
         self.checks: list[tuple[str, int, int]] = []
-        """(path, size, mtime_ns) of every folder and file this scan looked at; -1, -1 where stat failed."""
+        """(path, size, mtime_ns) of every folder and image this scan looked at; -1, -1 where stat failed."""
         self.racy = False
         """Whether something changed within RACY_WINDOW_NS of this scan, so its result is not memoised."""
 
@@ -324,7 +325,7 @@ class ScanCache:
             document = marshal.loads(file.read_bytes())
             if document["format"] != CACHE_FORMAT or document["root"] != root:
                 return {}
-            tables = {name: document[name] for name in ("dirs", "files", "texts")}
+            tables = {name: document[name] for name in ("dirs", "files")}
         except (OSError, EOFError, ValueError, TypeError, KeyError):
             return {}
         with cls._lock:
@@ -349,15 +350,6 @@ class ScanCache:
             self.new["files"][relative] = cached
         return cached[2], cached[3], cached[4]
 
-    def text(self, relative: str, path: str, size: int, mtime_ns: int) -> tuple[str, bool]:
-        """(text, was valid UTF-8) of a caption file: from the cache when size and mtime match, else read."""
-        cached = self.old.get("texts", {}).get(relative)
-        if cached is None or cached[0] != size or cached[1] != mtime_ns:
-            cached = _read_text(path, size, mtime_ns)
-        if self._settled(mtime_ns):
-            self.new["texts"][relative] = cached
-        return cached[2], cached[3]
-
     def save(self) -> None:
         """Write the cache (atomically) if this scan saw anything new, changed or gone; failures become self.error."""
         if self.file is None or self.new == self.old:
@@ -371,23 +363,6 @@ class ScanCache:
             return
         with self._lock:
             self._loaded[str(self.file)] = ((stat.st_size, stat.st_mtime_ns), self.new)
-
-
-def _read_bytes(path: str, size: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.read(fd, size + 1)
-    finally:
-        os.close(fd)
-
-
-def _read_text(path: str, size: int, mtime_ns: int) -> tuple[int, int, str, bool]:
-    """A caption file's cache entry: (size, mtime_ns, text, was valid UTF-8); raises OSError."""
-    data = _read_bytes(path, size)
-    try:
-        return size, mtime_ns, data.decode("utf-8"), True
-    except UnicodeDecodeError:
-        return size, mtime_ns, data.decode("utf-8", "replace"), False
 
 
 def _walk(root: str, recursive: bool, cache: ScanCache) -> Iterator[tuple[str, str, Listing]]:
@@ -412,77 +387,51 @@ def _stat_error(path: str, error: OSError) -> str:
     return f"cannot read file information: {error.strerror or error}"
 
 
-def _caption(concept: ConceptConfig, text: str) -> str:
-    """prefix + text (whitespace runs collapsed to one space) + suffix, without outer whitespace."""
-    return f"{concept.caption_prefix}{' '.join(text.split())}{concept.caption_suffix}".strip()
+def concept_label(concept: ConceptConfig, index: int) -> str:
+    """How messages name a concept: "concept 'dog' (concepts[0])"."""
+    return f"concept {concept.name!r} (concepts[{index}])"
 
 
-def _prompts(concept: ConceptConfig, path: Path | None) -> tuple[tuple[str, ...], str]:
-    """(captions from the prompts file with prefix/suffix, error text or '')."""
-    if path is None:
-        return (), "caption_source = 'prompts_file' needs prompts_file"
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as error:
-        return (), f"prompts_file {str(path)!r} cannot be read: {error.strerror or error}"
-    captions = tuple(_caption(concept, line) for line in lines if line.strip())
-    return captions, "" if captions else f"prompts_file {str(path)!r} has no captions (one per line)"
+def scan_concept(concept: ConceptConfig, folder: Path, cache: ScanCache, index: int = 0) -> ConceptScan:
+    """Scan one concept folder: usable images with sizes, masks and caption files; bad files with reasons.
 
-
-def scan_concept(
-    concept: ConceptConfig, folder: Path, cache: ScanCache, prompts_file: Path | None = None, index: int = 0
-) -> ConceptScan:
-    """Scan one concept folder: usable images with sizes, masks and captions; bad files with reasons.
-
-    A missing folder, a missing or empty prompts file, or a folder without any usable image is an error
-    naming the concept. An unchanged folder gives back the same (shared, read-only) result object.
+    A missing folder, or a folder without any usable image, is an error naming the concept. An unchanged
+    folder gives back the same (shared, read-only) result object.
     """
     result = ConceptScan()
-    label = f"concept {concept.name!r} (concepts[{index}])"
+    label = concept_label(concept, index)
     root = str(folder)
     if not folder.is_dir():
         result.errors.append(f"{label}: folder {root!r} does not exist")
         return result
-    prompts: tuple[str, ...] = ()
-    if concept.caption_source is CaptionSource.PROMPTS_FILE:
-        prompts, error = _prompts(concept, prompts_file)
-        if error:
-            result.errors.append(f"{label}: {error}")
-            return result
-
-    settings = (concept.caption_source, concept.caption_prefix, concept.caption_suffix, prompts, label)
+    settings = (concept.caption_source is CaptionSource.TXT, label)
     remembered = cache.recall(concept.include_subdirs, settings)
     if remembered is not None:
         return remembered
-    _scan_files(result, concept, root, cache, prompts, label)
+    _scan_files(result, concept, root, cache, label)
     cache.remember(concept.include_subdirs, settings, result)
     return result
 
 
-def _scan_files(result: ConceptScan, concept: ConceptConfig, root: str, cache: ScanCache, prompts: tuple[str, ...], label: str) -> None:
+def _scan_files(result: ConceptScan, concept: ConceptConfig, root: str, cache: ScanCache, label: str) -> None:
     """Fill `result` from the folder's files, through the cache; then save the cache."""
     uncaptioned: list[str] = []
-    not_utf8: list[str] = []
     orphan_masks: list[str] = []
-    from_filename = concept.caption_source is CaptionSource.FILENAME
-    # The per-image work below is inlined (what ScanCache.stat / image / text do): a warm scan is mostly this
+    with_caption_files = concept.caption_source is CaptionSource.TXT
+    # The per-image work below is inlined (what ScanCache.stat / image do): a warm scan is mostly this
     # loop, and method calls, Path parsing and repeated attribute look-ups were most of its time.
     stat = os.stat
     check = cache.checks.append
     old_files = cache.old.get("files", {})
-    old_texts = cache.old.get("texts", {})
     new_files = cache.new["files"]
-    new_texts = cache.new["texts"]
     settled_before = cache.now_ns - RACY_WINDOW_NS
-    prefix_text = concept.caption_prefix
-    suffix_text = concept.caption_suffix
     images = result.images
     skipped = result.skipped
     for directory, prefix, listing in _walk(root, concept.include_subdirs, cache):
         folder = Path(directory)
         child = getattr(folder, "_make_child_relpath", folder.joinpath)  # 3.11's cheap child path (no re-parsing)
         directory += os.sep
-        captions_by_stem = listing.captions
+        caption_files = listing.captions if with_caption_files else {}
         masks = listing.masks
         for name, stem in zip(listing.images, listing.stems):
             path = directory + name
@@ -506,71 +455,34 @@ def _scan_files(result: ConceptScan, concept: ConceptConfig, root: str, cache: S
             if cached[4]:
                 skipped.append(SkippedFile(path, cached[4]))
                 continue
-            if prompts:
-                captions = prompts
-            elif from_filename:
-                captions = (f"{prefix_text}{' '.join(stem.split())}{suffix_text}".strip(),)
-            else:
-                caption_name = captions_by_stem.get(stem)
-                text = ""
-                if caption_name is None:
-                    uncaptioned.append(relative)
-                else:
-                    caption_path = directory + caption_name
-                    try:
-                        info = stat(caption_path)
-                    except OSError:
-                        check((caption_path, -1, -1))
-                        uncaptioned.append(relative)
-                    else:
-                        size = info.st_size
-                        mtime_ns = info.st_mtime_ns
-                        check((caption_path, size, mtime_ns))
-                        caption_relative = prefix + caption_name
-                        known = old_texts.get(caption_relative)
-                        if known is None or known[0] != size or known[1] != mtime_ns:
-                            try:
-                                known = _read_text(caption_path, size, mtime_ns)
-                            except OSError:
-                                known = None
-                                uncaptioned.append(relative)
-                        if known is not None:
-                            if mtime_ns <= settled_before:
-                                new_texts[caption_relative] = known
-                            else:
-                                cache.racy = True
-                            text = known[2]
-                            if not known[3]:
-                                not_utf8.append(caption_relative)
-                captions = (f"{prefix_text}{' '.join(text.split())}{suffix_text}".strip(),)
+            caption_file = caption_files.get(stem, "")
+            if with_caption_files and not caption_file:
+                uncaptioned.append(relative)
             mask = masks.get(stem)
-            images.append(ScannedImage(child(name), cached[2], cached[3], captions, child(mask) if mask else None))
+            images.append(ScannedImage(child(name), cached[2], cached[3], caption_file, child(mask) if mask else None))
         orphan_masks += [prefix + name for name in listing.orphan_masks]
 
     cache.save()
-    _add_warnings(result, label, uncaptioned, not_utf8, orphan_masks, cache.error)
+    _add_warnings(result, label, uncaptioned, orphan_masks, cache.error)
     if not result.images:
         extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
         bad = f" ({len(result.skipped)} bad files skipped)" if result.skipped else ""
         result.errors.append(f"{label}: folder {root!r} has no usable images{bad}; allowed extensions: {extensions}")
 
 
-def _examples(names: list[str]) -> str:
+def examples(names: list[str]) -> str:
+    """The first three names, quoted, and '...' when there are more (for warnings about many files)."""
     shown = ", ".join(repr(name) for name in names[:3])
     return shown + (", ..." if len(names) > 3 else "")
 
 
-def _add_warnings(
-    result: ConceptScan, label: str, uncaptioned: list[str], not_utf8: list[str], orphan_masks: list[str], cache_error: str
-) -> None:
+def _add_warnings(result: ConceptScan, label: str, uncaptioned: list[str], orphan_masks: list[str], cache_error: str) -> None:
     if uncaptioned:
         result.warnings.append(
-            f"{label}: {len(uncaptioned)} images have no {CAPTION_EXTENSION} caption ({_examples(uncaptioned)}); "
+            f"{label}: {len(uncaptioned)} images have no {CAPTION_EXTENSION} caption ({examples(uncaptioned)}); "
             "they train with only the caption prefix/suffix"
         )
-    if not_utf8:
-        result.warnings.append(f"{label}: {len(not_utf8)} caption files are not UTF-8 ({_examples(not_utf8)}); bad bytes were replaced")
     if orphan_masks:
-        result.warnings.append(f"{label}: {len(orphan_masks)} mask files have no image ({_examples(orphan_masks)})")
+        result.warnings.append(f"{label}: {len(orphan_masks)} mask files have no image ({examples(orphan_masks)})")
     if cache_error:
         result.warnings.append(f"{label}: {cache_error}")

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageOps
 
 from tui_trainer.config.schema import ConceptConfig
+from tui_trainer.data.captions import Captions
 from tui_trainer.train.masks import MaskSource, fill_mask
 
 BACKGROUND = (255, 255, 255)
@@ -102,10 +103,10 @@ def geometry(item: Any, augment: Augment) -> tuple[int, int, int, int, int, int]
     return item.height, item.width, augment.top, left, item.bucket[1], item.bucket[0]
 
 
-def process_caption(item: Any, concept: ConceptConfig, rng: random.Random) -> str:
-    """An item's caption for one step: a prompts-file pick, caption dropout, then the kept leading tags
-    followed by the others with tag dropout and shuffling (the report's captions already carry prefix/suffix)."""
-    caption = rng.choice(item.caption_choices) if item.caption_choices else item.caption
+def process_caption(choices: tuple[str, ...], concept: ConceptConfig, rng: random.Random) -> str:
+    """An item's caption for one step from its caption choices (read_captions: prefix/suffix already applied): a
+    prompts-file pick, caption dropout, then the kept leading tags followed by the others with tag dropout and shuffling."""
+    caption = rng.choice(choices) if len(choices) > 1 else choices[0]
     if concept.caption_dropout and rng.random() < concept.caption_dropout:
         return ""
     if not (concept.tag_dropout or concept.shuffle_tags):
@@ -134,17 +135,19 @@ def choose_augment(item: Any, concept: ConceptConfig, rng: random.Random, crop_r
 class EpochBatches(torch.utils.data.Dataset):
     """One epoch's micro-batches in plan order; element i is batch i, loaded and augmented.
 
+    `captions` holds every item's caption choices (read once when training starts).
     With `latents` (a key -> tensor lookup), pixels are not loaded: each item's cached latent is used.
     With `masks`, every item has a mask (B1HW "masks"). "geometry" holds each item's `geometry()`.
     Items that fail to load are left out and reported in "skipped" as (path, reason).
     """
 
-    def __init__(self, batches: list[list[Any]], epoch: int, seed: int, concepts: list[ConceptConfig],
+    def __init__(self, batches: list[list[Any]], epoch: int, seed: int, concepts: list[ConceptConfig], captions: Captions,
                  latents: Any = None, masks: MaskSource | None = None):
         self.batches = batches
         self.epoch = epoch
         self.seed = seed
         self.concepts = concepts
+        self.captions = captions
         self.latents = latents
         self.masks = masks
 
@@ -170,7 +173,7 @@ class EpochBatches(torch.utils.data.Dataset):
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                 skipped.append((str(item.path), f"{type(error).__name__}: {error}"))
                 continue
-            captions.append(process_caption(item, concept, rng))
+            captions.append(process_caption(self.captions.of(item), concept, rng))
             sizes.append(geometry(item, augment))
             paths.append(str(item.path))
         key = "latents" if self.latents is not None else "pixels"

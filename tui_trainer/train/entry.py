@@ -25,7 +25,7 @@ import torch
 
 from tui_trainer.atomic import atomic_write_text
 from tui_trainer.config import ConfigError, TrainConfig, check_paths, dump_config, load_config, parse_config, resolve_path, with_absolute_paths
-from tui_trainer.data import build_report, plan_epoch
+from tui_trainer.data import build_report, plan_epoch, read_captions
 from tui_trainer.data.report import cache_dir_of
 from tui_trainer.config.enums import AttentionBackend, MixedPrecision, TrainDtype, WeightDtype
 from tui_trainer.runs.commands import Command, consume_command, pending_commands
@@ -184,6 +184,7 @@ class TrainRecipe:
         return accelerator
 
     def _setup_data(self) -> Any:
+        """The dataset report and the training items' captions (read here, once); their problems as warnings."""
         report = build_report(self.config, self.config_path)
         for skipped in report.skipped:
             self.monitor.warning(f"skipped {_describe(skipped)}", path=str(getattr(skipped, "path", skipped)))
@@ -193,6 +194,9 @@ class TrainRecipe:
             raise TrainError("; ".join(str(error) for error in report.errors), "run `tui-trainer buckets CONFIG` to see the dataset report")
         if not report.items or not report.total_steps:
             raise TrainError("the dataset has no usable images", "add images to an enabled concept (see `tui-trainer buckets CONFIG`)")
+        self.item_captions = read_captions(report.items, self.config.concepts)
+        for warning in self.item_captions.warnings:
+            self.monitor.warning(warning.message, paths=warning.paths)
         return report
 
     def _setup_model(self) -> None:
@@ -257,7 +261,7 @@ class TrainRecipe:
         concepts = self.config.concepts
         if any(c.shuffle_tags or c.tag_dropout or c.caption_dropout for c in concepts):
             return
-        captions = sorted({caption for item in self.report.items for caption in item.caption_choices or (item.caption,)})
+        captions = sorted({caption for item in self.report.items for caption in self.item_captions.of(item)})
         step = max(1, self.config.training.batch_size)
         for start in range(0, len(captions), step):
             self.text_cache.get(captions[start : start + step])
@@ -380,7 +384,9 @@ class TrainRecipe:
         for epoch in range(self.epoch, training.epochs):
             self.epoch = epoch
             batches = self._batches(epoch)
-            dataset = EpochBatches(batches, epoch, training.seed, self.config.concepts, self.latent_cache, self.mask_source(self.config))
+            dataset = EpochBatches(
+                batches, epoch, training.seed, self.config.concepts, self.item_captions, self.latent_cache, self.mask_source(self.config)
+            )
             accumulation = training.gradient_accumulation
             losses: list[torch.Tensor] = []
             trains_text = self._activate_parts(epoch)
@@ -527,7 +533,7 @@ class TrainRecipe:
         epoch, index, remaining = self._position()
         state = {
             "step": self.global_step, "epoch": epoch, "batch_index": index, "remaining_batches": remaining,
-            "dataset": dataset_fingerprint(self.report.items), "config_hash": config_hash(self.config),
+            "dataset": dataset_fingerprint(self.report.items, self.item_captions), "config_hash": config_hash(self.config),
             "bad_paths": sorted(self.bad_paths), "smoothing": self.smoothing, "started_at": self.started_at,
             "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None, "rng": rng_state({"noise": self.noise_rng}),
@@ -565,7 +571,7 @@ class TrainRecipe:
                 f"cannot resume from {backup.path}: the config changed in ways the backup cannot follow: " + "; ".join(refused),
                 "undo these changes, or start a new run with `tui-trainer train CONFIG`",
             )
-        if state["dataset"] != dataset_fingerprint(self.report.items):
+        if state["dataset"] != dataset_fingerprint(self.report.items, self.item_captions):
             raise TrainError(f"cannot resume from {backup.path}: the dataset changed (images added, removed, resized or recaptioned)",
                              "restore the dataset as it was, or start a new run")
         if plan_paths(self._plan(state["epoch"])[state["batch_index"]:]) != state["remaining_batches"]:

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from tui_trainer.config import TrainConfig, config_to_dict
+from tui_trainer.data.captions import Captions
 
 BREAKING: dict[str, str] = {
     "method": "the training method",
@@ -75,10 +76,14 @@ def config_changes(old: TrainConfig, new: TrainConfig) -> tuple[list[str], list[
     return refused, allowed
 
 
-def dataset_fingerprint(items: list[Any]) -> str:
-    """sha256 of the training items as planned: path, size, bucket, concept and captions of each, in order."""
-    rows = [[str(item.path), item.width, item.height, list(item.bucket), item.concept_index, item.caption, list(item.caption_choices)]
-            for item in items]
+def dataset_fingerprint(items: list[Any], captions: Captions) -> str:
+    """sha256 of the training items as planned: path, size, bucket, concept and caption text of each, in order
+    (the caption, or "" and the list of prompts-file lines when there are several)."""
+    rows = []
+    for item in items:
+        choices = captions.of(item)
+        caption, lines = (choices[0], []) if len(choices) == 1 else ("", list(choices))
+        rows.append([str(item.path), item.width, item.height, list(item.bucket), item.concept_index, caption, lines])
     return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
 
 
