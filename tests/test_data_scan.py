@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -171,7 +172,7 @@ def test_cache_skips_unchanged_files_and_rereads_changed_ones(tmp_path: Path, mo
     cache_dir = tmp_path / "cache"
     reads: list[str] = []
     real = scan_module.read_image_facts
-    monkeypatch.setattr(scan_module, "read_image_facts", lambda path, size: reads.append(Path(path).name) or real(path, size))
+    monkeypatch.setattr(scan_module, "read_image_facts", lambda path, limit: reads.append(Path(path).name) or real(path, limit))
     first = scan(folder, cache_dir)
     assert len(reads) == 4 and len(list((cache_dir / "scan").glob("*.marshal"))) == 1
     reads.clear()
@@ -195,7 +196,7 @@ def test_recent_changes_are_not_trusted_to_the_cache(tmp_path: Path, monkeypatch
     folder = make_dataset(tmp_path / "ds", [(64, 64, 2)])
     reads: list[str] = []
     real = scan_module.read_image_facts
-    monkeypatch.setattr(scan_module, "read_image_facts", lambda path, size: reads.append(Path(path).name) or real(path, size))
+    monkeypatch.setattr(scan_module, "read_image_facts", lambda path, limit: reads.append(Path(path).name) or real(path, limit))
     scan(folder, tmp_path / "cache")
     scan(folder, tmp_path / "cache")
     assert len(reads) == 4
@@ -235,12 +236,11 @@ def test_header_sizes_match_imagesize(tmp_path: Path):
     Image.new("RGBA", (19, 81), (1, 2, 3, 128)).save(tmp_path / "alpha.webp", quality=80)
     files += [tmp_path / "lossless.webp", tmp_path / "alpha.webp"]
     for path in files:
-        size = path.stat().st_size
-        assert scan_module.read_image_facts(str(path), size) == (*imagesize.get(str(path)), ""), path.name
+        assert scan_module.read_image_facts(str(path), Image.MAX_IMAGE_PIXELS)[2:] == (*imagesize.get(str(path)), ""), path.name
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
     (tmp_path / "short.webp").write_bytes(b"RIFF\x04\x00\x00\x00WEBP")
     (tmp_path / "odd.webp").write_bytes(b"RIFF\x20\x00\x00\x00WEBPVP9 " + b"\x00" * 24)
-    reasons = {name: scan_module.read_image_facts(str(tmp_path / name), (tmp_path / name).stat().st_size)[2]
+    reasons = {name: scan_module.read_image_facts(str(tmp_path / name), Image.MAX_IMAGE_PIXELS)[4]
                for name in ("bad.png", "short.webp", "odd.webp")}
     assert reasons == {
         "bad.png": "corrupt PNG header: Invalid PNG file",
@@ -256,3 +256,118 @@ def test_jpeg_exif_orientation_swaps_the_size(tmp_path: Path):
     image.save(tmp_path / "turned.jpg", exif=exif)
     result = scan(tmp_path, caption_source="filename")
     assert [(image.width, image.height) for image in result.images] == [(24, 40)]
+
+
+def noise(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """An image that does not compress: saved, it is larger than WHOLE_READ_MAX."""
+    return Image.frombytes("RGB", size, random.Random(seed).randbytes(size[0] * size[1] * 3))
+
+
+def test_small_and_large_files_agree_with_imagesize_and_cut_off_ones_are_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Up to WHOLE_READ_MAX a file is read whole, above as head and tail; JPEG sizes (EXIF orientation applied)
+    come from imagesize on the bytes read or the open file. Either way: imagesize's sizes, the same bad-file reasons,
+    and only files whose tail looks cut off are decoded."""
+    import imagesize
+
+    decoded: list[str] = []
+    real_decode = scan_module._decode_error
+    monkeypatch.setattr(scan_module, "_decode_error", lambda path: decoded.append(Path(path).name) or real_decode(path))
+
+    files = []
+    for side, label in ((24, "small"), (260, "large")):
+        for image_format, extension in (("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp"), ("BMP", "bmp")):
+            files.append(tmp_path / f"{label}.{extension}")
+            noise((side, side - 7)).save(files[-1], format=image_format, quality=100)
+        for orientation in range(1, 9):
+            picture = noise((side + 9, side))
+            exif = picture.getexif()
+            exif[0x0112] = orientation
+            files.append(tmp_path / f"{label}-turned-{orientation}.jpg")
+            picture.save(files[-1], exif=exif, quality=100, progressive=orientation % 2 == 0)
+    sizes = {path.name: path.stat().st_size for path in files}
+    assert max(size for name, size in sizes.items() if name.startswith("small")) <= scan_module.WHOLE_READ_MAX
+    assert min(size for name, size in sizes.items() if name.startswith("large")) > scan_module.WHOLE_READ_MAX
+    for path in files:
+        size, mtime_ns, width, height, reason = scan_module.read_image_facts(str(path), Image.MAX_IMAGE_PIXELS)
+        assert (size, mtime_ns) == (path.stat().st_size, path.stat().st_mtime_ns)
+        assert (width, height, reason) == (*imagesize.get(str(path)), ""), path.name
+    assert decoded == []
+    assert scan_module.read_image_facts(str(tmp_path / "large-turned-6.jpg"), None)[2:4] == (260, 269)
+    names = {"PNG": "png", "JPEG": "jpg", "WebP": "webp", "BMP": "bmp"}
+    for format_name, extension in names.items():
+        whole = (tmp_path / f"large.{extension}").read_bytes()
+        (tmp_path / f"cut.{extension}").write_bytes(whole[: len(whole) * 2 // 3])
+        reason = scan_module.read_image_facts(str(tmp_path / f"cut.{extension}"), None)[4]
+        assert reason.startswith(f"truncated or corrupt {format_name}: "), reason
+    assert decoded == [f"cut.{extension}" for extension in names.values()]
+    (tmp_path / "trailer.jpg").write_bytes((tmp_path / "large.jpg").read_bytes() + b"MOTION-PHOTO-TRAILER" * 10)
+    assert scan_module.read_image_facts(str(tmp_path / "trailer.jpg"), None)[2:] == (260, 253, "")
+
+
+def test_cold_scan_opens_each_image_once_and_warm_scans_only_stat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Cold: open, fstat, one pread (two above WHOLE_READ_MAX), close; no stat of an image, no caption file touched.
+    Warm from the cache file, and remembered: one stat per image."""
+    folder = make_dataset(tmp_path / "ds", [(64, 64, 3)])
+    noise((200, 200)).save(folder / "large.png")
+    age(folder)
+    images = {str(path) for path in folder.glob("*.png")}
+    calls: list[tuple[str, str]] = []
+    for name in ("stat", "open", "fstat", "pread"):
+        def record(*args, _real=getattr(os, name), _name=name, **kwargs):
+            calls.append((_name, str(args[0])))
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(os, name, record)
+
+    def image_calls() -> list[tuple[str, str]]:
+        """The calls on images and captions since the last call (fstat and pread name a file descriptor)."""
+        seen = sorted((name, "fd" if name in ("fstat", "pread") else target) for name, target in calls
+                      if name in ("fstat", "pread") or target in images or target.endswith(".txt"))
+        calls.clear()
+        return seen
+
+    ScanCache._memos.clear()
+    ScanCache._loaded.clear()
+    scan(folder, tmp_path / "cache")
+    assert image_calls() == [("fstat", "fd")] * 4 + sorted(("open", path) for path in images) + [("pread", "fd")] * 5
+    ScanCache._memos.clear()
+    ScanCache._loaded.clear()
+    scan(folder, tmp_path / "cache")
+    assert image_calls() == sorted(("stat", path) for path in images)
+    scan(folder, tmp_path / "cache")
+    assert image_calls() == sorted(("stat", path) for path in images)
+
+
+def test_a_changed_folder_listing_keeps_the_facts_of_the_images_still_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    folder = make_dataset(tmp_path / "ds", [(64, 64, 3)])
+    make_dataset(folder / "sub", [(96, 64, 2)], seed=1)
+    age(folder)
+    reads: list[str] = []
+    real = scan_module.read_image_facts
+    monkeypatch.setattr(scan_module, "read_image_facts", lambda path, limit: reads.append(Path(path).name) or real(path, limit))
+    cache_dir = tmp_path / "cache"
+    assert len(scan(folder, cache_dir, include_subdirs=True).images) == 5 and len(reads) == 5
+    reads.clear()
+    save(folder / "sub" / "added.png", (64, 96))
+    (folder / "img_0000_64x64.txt").unlink()
+    (folder / "img_0002_64x64.png").unlink()
+    when = time.time() - 60
+    for changed in (folder, folder / "sub", folder / "sub" / "added.png"):
+        os.utime(changed, (when, when))
+    ScanCache._memos.clear()
+    ScanCache._loaded.clear()
+    result = scan(folder, cache_dir, include_subdirs=True)
+    assert reads == ["added.png"]
+    assert sorted((image.path.name, image.width, image.height, image.caption_file) for image in result.images) == [
+        ("added.png", 64, 96, ""), ("img_0000_64x64.png", 64, 64, ""), ("img_0000_96x64.png", 96, 64, "img_0000_96x64.txt"),
+        ("img_0001_64x64.png", 64, 64, "img_0001_64x64.txt"), ("img_0001_96x64.png", 96, 64, "img_0001_96x64.txt"),
+    ]
+    assert scan(folder, cache_dir, include_subdirs=True) is result and reads == ["added.png"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_fifo_named_like_an_image_is_skipped_without_blocking(tmp_path: Path):
+    save(tmp_path / "good.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    result = scan(tmp_path, caption_source="filename")
+    assert [image.path.name for image in result.images] == ["good.png"]
+    assert [(Path(item.path).name, item.reason) for item in result.skipped] == [("pipe.png", "empty file (0 bytes)")]
