@@ -32,16 +32,34 @@ HEADER = "| figure | value | reference | ratio | goal | machine |\n|---|---|---|
 NOTES = """\
 How each figure is measured (run one group alone with the script named):
 
-- **scan** (`benchmarks/scan.py`): 10,000 32-48 px PNGs with `.txt` captions, page cache warm, best of 5.
-  Cold scan = no cache against an `imagesize.get` loop; warm scans against `os.stat` loops. Goals (issue 3):
-  cold >= 1.0 x, warm >= 0.5 x. Where the TUI needs it, a rescan in the same process (the remembered result,
-  checked with one `os.stat` per image and per caption) is the figure that counts; a new process that loads
-  the cache file must also stat every caption (a caption edited in place changes only its own mtime), so it
-  is compared with the images + captions loop too. The cold goal is not met: a cold scan calls
-  `imagesize.get_info` per image and on top reads each file's head and tail for the format and truncation
-  checks, reads each caption, lists the folder and writes the cache file; a thread pool made it slower (the
-  header parsing holds the GIL), and beating the reference would take hand-written header parsing that drops
-  imagesize's EXIF handling. A cold scan is a one-off per dataset (about half a second for 10,000 images).
+- **scan** (`benchmarks/scan.py`): 10,000 32-48 px PNGs with `.txt` captions, page cache warm. Each figure is
+  its best of 5 interleaved rounds: every round runs each figure once in turn, with the garbage collector reset
+  (untimed) before each run, so a change in the machine's load hits all figures alike and no figure pays for
+  another's garbage. Cold scan = no cache against an `imagesize.get` loop; warm scans against an `os.stat`
+  loop over the images. Goals (issue 3): cold >= 1.0 x, warm >= 0.5 x. The scan lists caption files but never
+  opens one: it notes which caption file belongs to each image from the folder listing (cached while the
+  folder's mtime is unchanged; adding, removing or renaming a file changes it), and the trainer reads caption
+  text once when it starts (`tui_trainer.data.read_captions`). So a warm scan is: load the cache file (or the
+  remembered result), stat each folder and each image, build the result; it used to stat every caption too
+  (a caption edited in place changes only its own mtime), which capped it at 0.5 x. An image the cache does
+  not know is opened once: size and mtime come from `fstat` on the open file (no `os.stat` of the path), the
+  format check, header and tail from one `pread` of the whole file up to 64 KiB, or two (first 64 and last 16
+  bytes) above; JPEG sizes still come from imagesize (EXIF orientation), given those bytes or the open file
+  instead of the path. That is 4 system calls per image against `imagesize.get`'s 7 (`open` with its `fstat`,
+  `ioctl` and two `lseek`, then `read`, `close`); the rest of a cold scan is Python: the folder listing (~2 us
+  per directory entry, two per captioned image), the result (a `Path` per image, ~1 us) and the cache write.
+  The cache keeps one entry per folder: its listing, with each image's caption file name, and the images'
+  (size, mtime, width, height, reason) as columns aligned with the names, so loading it builds a few tuples
+  instead of one per image (~0.3 us an image) and a warm scan walks them with `zip` instead of a dictionary
+  look-up per image; a folder listed again keeps the facts of the images still in it. The remembered result
+  is checked against the folders and images of that entry (one `os.stat` each), not a list of (path, size,
+  mtime) per file. Tried and dropped: pausing the garbage collector during a scan (it looked like a fifth of a
+  cold scan, but with the collector reset before each run it saved nothing cold and cost warm: the gain was
+  collections moved onto other figures), building `Path`s from pathlib's internals by hand (~0.3 us an image,
+  not measurable above the noise), `os.listdir` instead of `os.scandir` for the listing (~4 ms of a 210 ms
+  cold scan), skipping the fsync of the cache file (~3 ms a save); before that, `os.stat` with `dir_fd` (2.9 us
+  against 2.4 us a call), `DirEntry.stat()` from a fresh `os.scandir` (3.5 us: on Linux one more `stat` call
+  each) and a thread pool for the cold scan (slower: the parsing between system calls holds the GIL).
 - **step overhead** (`benchmarks/step_overhead.py`): a whole `tui-trainer train` run's seconds per step (from its
   `step` events, so start-up, caching and saving are left out) against a hand-written loop doing the same LoRA
   forward, backward, clip and AdamW step on the same tiny SD1.5 model and latents; 1 CPU thread, median of 3
