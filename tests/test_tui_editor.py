@@ -21,8 +21,8 @@ def write_preset(path: Path, name: str = "sd15-lora") -> Path:
 
 
 async def open_editor(pilot, app) -> EditorScreen:
-    await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen.current.built
-                   and app.focused is not None)
+    await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.focused is not None
+                   and app.screen.current.built)
     return app.screen
 
 
@@ -341,3 +341,40 @@ async def test_family_only_fields_show_for_their_family_alone(tmp_path: Path):
             screen = await open_editor(pilot, app)
             await goto(pilot, screen, "model")
             assert ("Effnet encoder" in screen_text(app)) is shown, preset
+
+
+def test_sidebar_follows_the_outline_the_first_frame_shows():
+    from tui_trainer.tui.outline import SECTION_TITLES
+    from tui_trainer.tui.screens.editor import SECTIONS
+
+    assert [(pane.SECTION, pane.TITLE) for pane in SECTIONS] == list(SECTION_TITLES.items())
+
+
+def test_first_frame_lists_the_sections_before_the_config_schema_is_imported(tmp_path: Path):
+    """The opening screen is painted by a process that has not imported pydantic or the editor yet; then the editor
+    of the file replaces it."""
+    config = write_preset(tmp_path / "c.toml")
+    code = (
+        "import asyncio, sys\n"
+        "from tui_trainer.tui.app import TrainerApp\n"
+        "from tui_trainer.tui.screens.opening import OpeningScreen\n"
+        "seen = []\n"
+        "open_first_screen = TrainerApp._open_first_screen\n"
+        "def spy(self):\n"
+        "    text = '\\n'.join(strip.text for strip in self.screen._compositor.render_strips())\n"
+        "    seen.append((isinstance(self.screen, OpeningScreen), 'Model & method' in text, 'Opening' in text,\n"
+        "                 'pydantic' in sys.modules, 'tui_trainer.tui.screens.editor' in sys.modules))\n"
+        "    open_first_screen(self)\n"
+        "TrainerApp._open_first_screen = spy\n"
+        "async def main():\n"
+        "    app = TrainerApp(sys.argv[1], state_dir=sys.argv[2], config_dir=sys.argv[2])\n"
+        "    async with app.run_test(size=(120, 40)) as pilot:\n"
+        "        while type(app.screen).__name__ != 'EditorScreen' or app.focused is None:\n"
+        "            await pilot.pause(0.05)\n"
+        "asyncio.run(main())\n"
+        "print(seen)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(config), str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[(True, True, True, False, False)]"

@@ -1,26 +1,30 @@
-"""The tui-trainer app: start page or editor, file state, keymap, command palette. Never imports torch."""
+"""The tui-trainer app: start page or editor, file state, keymap, command palette. Never imports torch.
+
+This module imports only what the first frame needs (Textual and the opening screen); the config schema,
+the editor and the start page are imported once that frame is on the terminal (see `_open_first_screen`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from platformdirs import user_config_dir, user_state_dir
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from tui_trainer.config import ConfigError, TrainConfig, load_preset
-from tui_trainer.tui.document import ConfigDocument
 from tui_trainer.tui.keymap import KEYMAP_FILE, binding_ids, load_keymap
 from tui_trainer.tui.recent import RecentFiles
 from tui_trainer.tui.screens.confirm import ConfirmDialog
-from tui_trainer.tui.screens.editor import EditorScreen
-from tui_trainer.tui.screens.problems import ProblemsDialog
-from tui_trainer.tui.screens.start import StartScreen
+from tui_trainer.tui.screens.opening import OpeningScreen
 from tui_trainer.tui.services import Services
-from tui_trainer.tui.widgets.record_list import RecordList
+
+if TYPE_CHECKING:
+    from tui_trainer.tui.document import ConfigDocument
+    from tui_trainer.tui.screens.editor import EditorScreen
+    from tui_trainer.tui.screens.start import StartScreen
 
 APP_NAME = "tui-trainer"
 
@@ -40,33 +44,68 @@ class TrainerApp(App[None]):
                  initial_screen: Callable[[], Screen] | None = None) -> None:
         super().__init__()
         self.config_path = Path(config_path) if config_path else None
-        self.services = services if services is not None else Services.default()
+        self.services = services
+        """The core functions; None until `_load_modules` sets the real ones (tests pass their own)."""
         self.recent = RecentFiles(Path(state_dir or user_state_dir(APP_NAME)))
         self.keymap_file = Path(config_dir or user_config_dir(APP_NAME)) / KEYMAP_FILE
         self.target_bytes = target_bytes
         self.cursor_blink = cursor_blink
         self.gpu_probe: Any = None
         self.initial_screen = initial_screen
+        self.loaded = False
+        """Whether the editor and start page modules are imported (after the first frame)."""
 
     def on_mount(self) -> None:
-        self._apply_keymap()
         if self.initial_screen is not None:
+            self._load_modules()
+            self._apply_keymap()
             self.push_screen(self.initial_screen())
-        elif self.config_path is None:
-            self.push_screen(StartScreen(self.recent.load()))
-        elif not self.config_path.exists():
-            self.push_screen(StartScreen(self.recent.load()))
-            self.notify(f"{self.config_path} does not exist yet: pick a preset; Save will ask where to write it.")
-        else:
-            self.open_file(self.config_path, fallback=True)
+            return
+        self.push_screen(OpeningScreen(self.config_path))
+        self.call_after_refresh(self._open_first_screen)
+
+    def _load_modules(self) -> None:
+        """Import the editor, the start page and the core behind them; fill in the default services."""
+        from tui_trainer.tui.screens import editor, start  # noqa: F401
+
+        if self.services is None:
+            self.services = Services.default()
+        self.loaded = True
+
+    def _open_first_screen(self) -> None:
+        """After the first frame: import the editor and replace the opening screen with the config's editor,
+        or with the start page (and the config's errors, if it has any)."""
+        from tui_trainer.config import ConfigError
+        from tui_trainer.tui.document import ConfigDocument
+        from tui_trainer.tui.screens.problems import ProblemsDialog
+        from tui_trainer.tui.screens.start import StartScreen
+
+        self._load_modules()
+        self._apply_keymap()
+        path = self.config_path
+        if path is not None and path.exists():
+            try:
+                document = ConfigDocument.open(path)
+            except ConfigError as error:
+                self.switch_screen(StartScreen(self.recent.load()))
+                self.push_screen(ProblemsDialog(f"{path} not opened", [str(problem) for problem in error.problems]))
+            else:
+                self.remember(document.path)
+                self.switch_screen(self.editor(document))
+            return
+        self.switch_screen(StartScreen(self.recent.load()))
+        if path is not None:
+            self.notify(f"{path} does not exist yet: pick a preset; Save will ask where to write it.")
 
     def _apply_keymap(self) -> None:
         if not self.keymap_file.is_file():
             return
-        # The run screens pull in numpy and image libraries: imported only when a keymap needs their ids,
-        # so the editor paints first without them.
+        # The run screens pull in numpy: imported only when a keymap needs their ids.
+        from tui_trainer.tui.screens.editor import EditorScreen
         from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
         from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
+        from tui_trainer.tui.screens.start import StartScreen
+        from tui_trainer.tui.widgets.record_list import RecordList
 
         known = binding_ids((TrainerApp, EditorScreen, StartScreen, RecordList, RunMonitorScreen, RunsBrowserScreen))
         keymap, problems = load_keymap(self.keymap_file, known)
@@ -74,33 +113,48 @@ class TrainerApp(App[None]):
         for problem in problems:
             self.notify(problem, severity="warning", title="Keymap")
 
+    def editor_screen(self) -> EditorScreen | None:
+        """The topmost editor on the screen stack, if any (None while the editor module is not loaded)."""
+        if not self.loaded:
+            return None
+        from tui_trainer.tui.screens.editor import EditorScreen
+
+        return next((screen for screen in reversed(self.screen_stack) if isinstance(screen, EditorScreen)), None)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return isinstance(self.screen, EditorScreen) if action == "start_run" else True
+        return self.editor_screen() is self.screen if action == "start_run" else True
 
     def action_start_run(self) -> None:
         """Validate and save the config being edited, start its trainer detached and watch the run."""
         from tui_trainer.tui.run_start import start_from_editor
 
-        if isinstance(self.screen, EditorScreen):
-            start_from_editor(self.screen)
+        editor = self.editor_screen()
+        if editor is self.screen and editor is not None:
+            start_from_editor(editor)
 
     def editor(self, document: ConfigDocument, *, wizard: bool = False) -> EditorScreen:
         """A new editor screen for a document."""
+        from tui_trainer.tui.screens.editor import EditorScreen
+
         return EditorScreen(document, self.services, wizard=wizard, target_bytes=self.target_bytes)
 
-    def open_file(self, path: Path, *, fallback: bool = False) -> None:
-        """Open a config in the editor; on errors show them (and the start page when nothing is open)."""
+    def open_file(self, path: Path) -> None:
+        """Open a config in the editor; on errors show them."""
+        from tui_trainer.config import ConfigError
+        from tui_trainer.tui.document import ConfigDocument
+        from tui_trainer.tui.screens.problems import ProblemsDialog
+
         try:
             document = ConfigDocument.open(path)
         except ConfigError as error:
-            if fallback:
-                self.push_screen(StartScreen(self.recent.load()))
             self.push_screen(ProblemsDialog(f"{path} not opened", [str(problem) for problem in error.problems]))
             return
         self.remember(document.path)
         self._show_editor(document)
 
     def _show_editor(self, document: ConfigDocument, *, wizard: bool = False) -> None:
+        from tui_trainer.tui.screens.start import StartScreen
+
         screen = self.editor(document, wizard=wizard)
         if isinstance(self.screen, StartScreen):
             self.switch_screen(screen)
@@ -109,8 +163,10 @@ class TrainerApp(App[None]):
 
     def start_wizard(self, preset: str) -> None:
         """A new, unsaved document from a preset, walked section by section."""
-        config: TrainConfig = load_preset(preset)
-        self._show_editor(ConfigDocument(config=config, path=self.config_path, dirty=True), wizard=True)
+        from tui_trainer.config import load_preset
+        from tui_trainer.tui.document import ConfigDocument
+
+        self._show_editor(ConfigDocument(config=load_preset(preset), path=self.config_path, dirty=True), wizard=True)
 
     def on_start_screen_new_run(self, message: StartScreen.NewRun) -> None:
         self.start_wizard(message.preset)
@@ -130,10 +186,8 @@ class TrainerApp(App[None]):
     @property
     def document(self) -> ConfigDocument | None:
         """The document of the editor on screen, if any."""
-        for screen in reversed(self.screen_stack):
-            if isinstance(screen, EditorScreen):
-                return screen.document
-        return None
+        editor = self.editor_screen()
+        return editor.document if editor is not None else None
 
     async def action_quit(self) -> None:
         """Quit; unsaved changes are confirmed first."""
@@ -148,7 +202,7 @@ class TrainerApp(App[None]):
         )
 
     def _quit_answered(self, answer: str | None) -> None:
-        editor = next((s for s in reversed(self.screen_stack) if isinstance(s, EditorScreen)), None)
+        editor = self.editor_screen()
         if answer == "discard":
             self.exit()
         elif answer == "save" and editor is not None:
@@ -158,7 +212,7 @@ class TrainerApp(App[None]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        editor = next((s for s in reversed(self.screen_stack) if isinstance(s, EditorScreen)), None)
+        editor = self.editor_screen()
         if editor is not None:
             yield from editor.commands()
         yield SystemCommand("Keymap file", f"remap keys by id in {self.keymap_file}",

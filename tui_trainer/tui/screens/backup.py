@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import Group, SectionPane
 
 
@@ -9,5 +10,5 @@ class BackupPane(SectionPane):
     """When backups, model saves and samples happen."""
 
     SECTION = "backup"
-    TITLE = "Backup & save"
+    TITLE = SECTION_TITLES[SECTION]
     GROUPS = (Group("Backup", "backup"), Group("Save", "save"), Group("Sampling", "sampling"))

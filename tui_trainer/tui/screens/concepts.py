@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from textual.widget import Widget
 
 from tui_trainer.config.schema import ConceptConfig
+from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import SectionPane
 from tui_trainer.tui.widgets.record_list import Column, RecordList
 
@@ -28,7 +29,7 @@ class ConceptsPane(SectionPane):
     """a add · e/Enter edit · x remove · space on/off · Shift+↑/↓ reorder."""
 
     SECTION = "concepts"
-    TITLE = "Concepts"
+    TITLE = SECTION_TITLES[SECTION]
 
     @property
     def title(self) -> str:

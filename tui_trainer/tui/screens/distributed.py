@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import Group, SectionPane
 
 
@@ -9,5 +10,5 @@ class DistributedPane(SectionPane):
     """Multi-GPU settings."""
 
     SECTION = "distributed"
-    TITLE = "Distributed"
+    TITLE = SECTION_TITLES[SECTION]
     GROUPS = (Group("Distributed", "distributed"),)

@@ -8,6 +8,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from tui_trainer.config.enums import Method
+from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import Group, SectionPane
 
 METHOD_GROUPS: dict[Method, tuple[Group, ...]] = {
@@ -27,7 +28,7 @@ class MethodPane(SectionPane):
     """Shows the groups of the current method; rebuilds when the method changes."""
 
     SECTION = "method"
-    TITLE = "Method"
+    TITLE = SECTION_TITLES[SECTION]
     REBUILD_ON = frozenset({"method"})
 
     @property

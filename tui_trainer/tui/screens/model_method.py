@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tui_trainer.config.schema import ModelConfig
+from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import Group, SectionPane, with_rest
 
 
@@ -10,7 +11,7 @@ class ModelMethodPane(SectionPane):
     """Method, base model, and weight / compute precision."""
 
     SECTION = "model"
-    TITLE = "Model & method"
+    TITLE = SECTION_TITLES[SECTION]
     GROUPS = with_rest(ModelConfig, "model", (
         Group("Method", "", ("method",)),
         Group("Base model", "model", ("family", "base_model", "vae", "prediction_type", "zero_terminal_snr",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import Group, SectionPane
 
 
@@ -11,7 +12,7 @@ class OptimizerPane(SectionPane):
     """Settings live in optimizer.settings.<name>, so switching optimizer and back restores them."""
 
     SECTION = "optimizer"
-    TITLE = "Optimizer"
+    TITLE = SECTION_TITLES[SECTION]
     REBUILD_ON = frozenset({"optimizer.name"})
 
     def groups(self) -> Iterable[Group]:

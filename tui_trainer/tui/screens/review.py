@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.widget import Widget
 from textual.widgets import Button, Static
 
+from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import SectionPane
 from tui_trainer.tui.widgets.vram_panel import gib
 
@@ -37,7 +38,7 @@ class ReviewPane(SectionPane):
     """Lists validation errors and warnings; Save (Ctrl+S) writes the file."""
 
     SECTION = "review"
-    TITLE = "Review"
+    TITLE = SECTION_TITLES[SECTION]
     lines: tuple[list[str], list[str], list[str]] = ([], [], [])
     """(errors, problems before training, warnings) as last shown."""
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from textual.widget import Widget
 
 from tui_trainer.config.schema import SampleConfig
+from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import SectionPane
 from tui_trainer.tui.widgets.record_list import Column, RecordList
 
@@ -33,7 +34,7 @@ class SamplesPane(SectionPane):
     """a add · e/Enter edit · x remove · Shift+↑/↓ reorder."""
 
     SECTION = "samples"
-    TITLE = "Samples"
+    TITLE = SECTION_TITLES[SECTION]
 
     @property
     def title(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tui_trainer.config.enums import Family
+from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import Group, SectionPane
 
 PART_TITLES: dict[str, str] = {"unet": "UNet", "text_encoder": "Text encoder", "text_encoder_2": "Text encoder 2"}
@@ -18,7 +19,7 @@ class SchedulerPane(SectionPane):
     """Schedule, warmup, and per-part training."""
 
     SECTION = "scheduler"
-    TITLE = "Scheduler & LR"
+    TITLE = SECTION_TITLES[SECTION]
     REBUILD_ON = frozenset({"model.family"})
 
     def groups(self) -> Iterable[Group]:

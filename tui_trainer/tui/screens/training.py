@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tui_trainer.config.schema import TrainingConfig
+from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import Group, SectionPane, with_rest
 
 
@@ -10,7 +11,7 @@ class TrainingPane(SectionPane):
     """The training loop's settings."""
 
     SECTION = "training"
-    TITLE = "Training"
+    TITLE = SECTION_TITLES[SECTION]
     GROUPS = with_rest(TrainingConfig, "training", (
         Group("Resolution & batch", "training", ("resolution", "batch_size", "gradient_accumulation", "epochs",
                                                  "max_steps", "seed")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import Group, SectionPane
 
 
@@ -9,5 +10,5 @@ class WorkspacePane(SectionPane):
     """Workspace folder, cache, run name and output."""
 
     SECTION = "workspace"
-    TITLE = "Workspace"
+    TITLE = SECTION_TITLES[SECTION]
     GROUPS = (Group("Workspace", "workspace"),)
