@@ -13,16 +13,21 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import Static
 
 from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.widgets.title_bar import TitleBar
 
 
 class OpeningScreen(Screen[None]):
-    """Title bar, the section list (when a config is being opened) and what is being loaded."""
+    """Title bar, the section list (when a config is being opened) and what is being loaded.
+
+    Plain Statics in the editor's layout (the sidebar has the editor's id and style): an OptionList and a
+    Footer here cost more than the rest of this frame, and nothing can be chosen before the editor is in.
+    """
 
     AUTO_FOCUS = ""
+    DEFAULT_CSS = "OpeningScreen #sidebar { padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }"
 
     def __init__(self, config_path: Path | None) -> None:
         super().__init__()
@@ -32,12 +37,10 @@ class OpeningScreen(Screen[None]):
         yield TitleBar(id="title-bar")
         with Horizontal(id="main"):
             if self.config_path is not None:
-                sidebar = OptionList(*SECTION_TITLES.values(), id="sidebar")
-                sidebar.can_focus = False
+                sidebar = Static("\n".join(SECTION_TITLES.values()), id="sidebar")
                 sidebar.border_title = "Sections"
                 yield sidebar
             yield Static(f"Opening {self.config_path or 'tui-trainer'} …", id="opening-message")
-        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one(TitleBar).show(self.config_path, False, "opening", "")
