@@ -27,7 +27,7 @@ class OpeningScreen(Screen[None]):
     """
 
     AUTO_FOCUS = ""
-    DEFAULT_CSS = "OpeningScreen #sidebar { padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }"
+    DEFAULT_CSS = "OpeningScreen #sidebar { text-wrap: nowrap; text-overflow: ellipsis; }"
 
     def __init__(self, config_path: Path | None) -> None:
         super().__init__()
