@@ -224,6 +224,36 @@ def chart_row(runs: int) -> str:
             f"| < {CHART_GOAL_S * 1000:.0f} ms | {machine()} |")
 
 
+def startup_rows(runs: int) -> list[str]:
+    """Measure first paint, editor ready and keystroke-to-update (each beside its reference); print and return the rows."""
+    root = Path(tempfile.mkdtemp(prefix="tt-tui-bench-"))
+    preset = load_preset("sdxl-lora")
+    config_path = root / "sdxl-lora.toml"
+    config_path.write_text(dump_config(preset))
+    argv = [sys.executable, "-m", "tui_trainer.cli", str(config_path)]
+    ready_marker = total_marker(preset, preset.training.batch_size)
+    bare = median_of(runs, lambda: first_paint([sys.executable, "-c", BARE_APP], root, b"Model & method"))
+    ours = median_of(runs, lambda: first_paint(argv, root, b"Model & method"))
+    ready = median_of(runs, lambda: first_paint(argv, root, ready_marker))
+    updates, echoes = keystroke_latencies(root, config_path, max(runs, 10))
+    update, echo = statistics.median(updates), statistics.median(echoes)
+    print(f"first paint: ours {ours * 1000:.0f} ms, bare Textual app {bare * 1000:.0f} ms, ratio {ours / bare:.2f} "
+          f"(goal < {FIRST_PAINT_GOAL_S * 1000:.0f} ms)")
+    print(f"editor ready (VRAM total drawn): {ready * 1000:.0f} ms, ratio {ready / bare:.2f} to the bare app")
+    print(f"keystroke -> VRAM total redrawn: {update * 1000:.1f} ms, keystroke -> echo {echo * 1000:.1f} ms, "
+          f"ratio {update / echo:.2f} (goal < {UPDATE_GOAL_S * 1000:.0f} ms)")
+    when = time.strftime("%Y-%m-%d")
+    return [
+        f"| {FIGURE} start-up to first paint, `tui-trainer CONFIG` on a 120x40 pty ({when}) | {ours * 1000:.0f} ms "
+        f"| bare Textual app {bare * 1000:.0f} ms | {ours / bare:.2f} | < {FIRST_PAINT_GOAL_S * 1000:.0f} ms | {machine()} |",
+        f"| {FIGURE} start-up to editor ready (VRAM total drawn), `tui-trainer CONFIG` on a 120x40 pty ({when}) "
+        f"| {ready * 1000:.0f} ms | bare Textual app {bare * 1000:.0f} ms | {ready / bare:.2f} |  | {machine()} |",
+        f"| {FIGURE} keystroke to VRAM total redrawn (batch size digit) ({when}) | {update * 1000:.1f} ms "
+        f"| keystroke to echo in a text field {echo * 1000:.1f} ms | {update / echo:.2f} "
+        f"| < {UPDATE_GOAL_S * 1000:.0f} ms | {machine()} |",
+    ]
+
+
 def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}"
 
@@ -255,35 +285,10 @@ def main() -> int:
         if args.record:
             record(args.record, [row])
         return 0
-    root = Path(tempfile.mkdtemp(prefix="tt-tui-bench-"))
-    config_path = root / "sdxl-lora.toml"
-    config_path.write_text(dump_config(load_preset("sdxl-lora")))
-
-    argv = [sys.executable, "-m", "tui_trainer.cli", str(config_path)]
-    preset = load_preset("sdxl-lora")
-    ready_marker = total_marker(preset, preset.training.batch_size)
-    bare = median_of(args.runs, lambda: first_paint([sys.executable, "-c", BARE_APP], root, b"Model & method"))
-    ours = median_of(args.runs, lambda: first_paint(argv, root, b"Model & method"))
-    ready = median_of(args.runs, lambda: first_paint(argv, root, ready_marker))
-    updates, echoes = keystroke_latencies(root, config_path, max(args.runs, 10))
-    update, echo = statistics.median(updates), statistics.median(echoes)
-    print(f"first paint: ours {ours * 1000:.0f} ms, bare Textual app {bare * 1000:.0f} ms, ratio {ours / bare:.2f} "
-          f"(goal < {FIRST_PAINT_GOAL_S * 1000:.0f} ms)")
-    print(f"editor ready (VRAM total drawn): {ready * 1000:.0f} ms, ratio {ready / bare:.2f} to the bare app")
-    print(f"keystroke -> VRAM total redrawn: {update * 1000:.1f} ms, keystroke -> echo {echo * 1000:.1f} ms, "
-          f"ratio {update / echo:.2f} (goal < {UPDATE_GOAL_S * 1000:.0f} ms)")
-    chart = chart_row(max(args.runs, 10))
+    rows = startup_rows(args.runs)
+    rows.append(chart_row(max(args.runs, 10)))
     if args.record:
-        when = time.strftime("%Y-%m-%d")
-        record(args.record, [chart,
-            f"| {FIGURE} start-up to first paint, `tui-trainer CONFIG` on a 120x40 pty ({when}) | {ours * 1000:.0f} ms "
-            f"| bare Textual app {bare * 1000:.0f} ms | {ours / bare:.2f} | < {FIRST_PAINT_GOAL_S * 1000:.0f} ms | {machine()} |",
-            f"| {FIGURE} start-up to editor ready (VRAM total drawn), `tui-trainer CONFIG` on a 120x40 pty ({when}) "
-            f"| {ready * 1000:.0f} ms | bare Textual app {bare * 1000:.0f} ms | {ready / bare:.2f} |  | {machine()} |",
-            f"| {FIGURE} keystroke to VRAM total redrawn (batch size digit) ({when}) | {update * 1000:.1f} ms "
-            f"| keystroke to echo in a text field {echo * 1000:.1f} ms | {update / echo:.2f} "
-            f"| < {UPDATE_GOAL_S * 1000:.0f} ms | {machine()} |",
-        ])
+        record(args.record, rows)
     return 0
 
 
