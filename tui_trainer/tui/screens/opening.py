@@ -1,9 +1,10 @@
-"""The first frame: the editor's outline (title, sections) while the editor and the config load in a thread.
+"""The first frame: the editor's outline (title, sections), shown while the editor and the config load.
 
 Importing the config schema and the editor's widgets, validating the file and building the first section
 take most of a second on a small machine; this screen is light enough to be on the terminal about as soon as
-Textual itself can draw, so a user over SSH sees the app at once. The app replaces it with the editor (or the
-start page) when the load is done.
+Textual itself can draw, so a user over SSH sees the app at once. Right after it is drawn the app loads the
+rest (keys pressed meanwhile wait in Textual's input queue for the editor) and replaces it with the editor,
+or the start page.
 """
 
 from __future__ import annotations
