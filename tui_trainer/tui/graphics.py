@@ -115,7 +115,6 @@ def window_cell_size(fd: int) -> tuple[int, int] | None:
 
 
 _detected: TerminalGraphics | None = None
-_probe_thread: threading.Thread | None = None
 
 
 def start_probe() -> Callable[[], TerminalGraphics]:
@@ -123,8 +122,6 @@ def start_probe() -> Callable[[], TerminalGraphics]:
 
     wait() must return before the app takes the terminal.
     """
-    global _probe_thread
-
     def run() -> None:
         global _detected
         try:
@@ -132,12 +129,11 @@ def start_probe() -> Callable[[], TerminalGraphics]:
         except (AttributeError, ValueError, OSError):  # stdin/stdout closed or replaced
             _detected = NOT_A_TERMINAL
 
-    _probe_thread = threading.Thread(target=run, name="terminal-graphics-probe", daemon=True)
-    _probe_thread.start()
+    thread = threading.Thread(target=run, name="terminal-graphics-probe", daemon=True)
+    thread.start()
 
     def wait() -> TerminalGraphics:
-        if _probe_thread is not None:
-            _probe_thread.join()
+        thread.join()
         return detected()
 
     return wait
