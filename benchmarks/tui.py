@@ -37,6 +37,8 @@ FIRST_PAINT_GOAL_S = 0.5
 UPDATE_GOAL_S = 0.05
 FIGURE = "tui:"
 GIB = 2**30
+SETTLE_S = 0.3
+"""Quiet time that ends a wait for the app to settle: shorter than the cursor's 0.5 s blink, which never stops."""
 BARE_APP = (
     "from textual.app import App\n"
     "from textual.widgets import Static\n"
@@ -126,19 +128,22 @@ def keystroke_latencies(root: Path, config_path: Path, runs: int) -> tuple[list[
     updates, echoes = [], []
     try:
         terminal.wait_for(markers[2])
-        terminal.drain(quiet=1.0, limit=30)
-        terminal.send(b"\t\t")  # method -> family -> base model (a free-text field)
-        terminal.drain(quiet=1.0, limit=30)
+        terminal.drain(quiet=SETTLE_S)
+        terminal.send(b"\t\t")  # method -> family -> base model (a free-text field, its text selected on focus)
+        terminal.drain(quiet=SETTLE_S)
+        typed = b""
         for index in range(runs):
-            letter = chr(ord("a") + index % 26).encode()
-            offset, sent = terminal.send(letter)
-            echoes.append(terminal.wait_for(letter, offset) - sent)
+            typed += chr(ord("a") + index % 26).encode()
+            offset, sent = terminal.send(typed[-1:])
+            # The field's whole new text right after a style code: the cursor's blink redraws the field with its
+            # old text, whose letters alone would match.
+            echoes.append(terminal.wait_for(b"m" + typed + b"\x1b", offset) - sent)
             terminal.drain()
         for _ in range(5):
             terminal.send(b"\x1b[6~")  # PageDown: model, workspace, concepts, samples, backup -> training
-            terminal.drain(quiet=1.0, limit=30)
+            terminal.drain(quiet=SETTLE_S)
         terminal.send(b"\t")  # resolution -> batch size
-        terminal.drain(quiet=1.0, limit=30)
+        terminal.drain(quiet=SETTLE_S)
         for index in range(runs):
             size = 8 if index % 2 == 0 else 2
             terminal.send(b"\x1b[1;2H")  # shift+home selects the number; the digit typed next replaces it

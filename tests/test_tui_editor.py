@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -378,3 +379,23 @@ def test_first_frame_lists_the_sections_before_the_config_schema_is_imported(tmp
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[(True, True, True, False, False)]"
+
+
+def test_the_app_draws_up_to_120_frames_a_second_unless_the_user_chose_a_cap():
+    """`run_app` raises Textual's frame cap before Textual is imported (an edit's two frames wait less), and keeps a
+    TEXTUAL_FPS the user set."""
+    code = (
+        "from tui_trainer import cli\n"
+        "from tui_trainer.tui import graphics\n"
+        "graphics.start_probe = lambda: (lambda: None)\n"
+        "class App:\n"
+        "    def run(self):\n"
+        "        from textual.constants import MAX_FPS\n"
+        "        print(MAX_FPS)\n"
+        "cli.run_app(App)\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "TEXTUAL_FPS"}
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=60)
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**environment, "TEXTUAL_FPS": "30"})
+    assert (default.stdout.strip(), chosen.stdout.strip()) == ("120", "30"), default.stderr + chosen.stderr
