@@ -55,13 +55,19 @@ class TrainerApp(App[None]):
         self.loaded = False
         """Whether the editor and start page modules are imported (after the first frame)."""
 
+    def get_default_screen(self) -> Screen:
+        """The bottom of the screen stack: the opening screen, drawn first (under a given initial screen, a blank one).
+
+        The opening screen stays under what replaces it: Textual cannot switch away from the bottom screen.
+        """
+        return super().get_default_screen() if self.initial_screen else OpeningScreen(self.config_path)
+
     def on_mount(self) -> None:
         if self.initial_screen is not None:
             self._load_modules()
             self._apply_keymap()
             self.push_screen(self.initial_screen())
             return
-        self.push_screen(OpeningScreen(self.config_path))
         self.call_after_refresh(self._open_first_screen)
 
     def _load_modules(self) -> None:
@@ -73,8 +79,8 @@ class TrainerApp(App[None]):
         self.loaded = True
 
     def _open_first_screen(self) -> None:
-        """After the first frame: import the editor and replace the opening screen with the config's editor,
-        or with the start page (and the config's errors, if it has any)."""
+        """After the first frame: import the editor and show the config's editor over the opening screen, or the
+        start page (and the config's errors, if it has any)."""
         from tui_trainer.config import ConfigError
         from tui_trainer.tui.document import ConfigDocument
         from tui_trainer.tui.screens.problems import ProblemsDialog
@@ -87,13 +93,13 @@ class TrainerApp(App[None]):
             try:
                 document = ConfigDocument.open(path)
             except ConfigError as error:
-                self.switch_screen(StartScreen(self.recent.load()))
+                self.push_screen(StartScreen(self.recent.load()))
                 self.push_screen(ProblemsDialog(f"{path} not opened", [str(problem) for problem in error.problems]))
             else:
                 self.remember(document.path)
-                self.switch_screen(self.editor(document))
+                self.push_screen(self.editor(document))
             return
-        self.switch_screen(StartScreen(self.recent.load()))
+        self.push_screen(StartScreen(self.recent.load()))
         if path is not None:
             self.notify(f"{path} does not exist yet: pick a preset; Save will ask where to write it.")
 
