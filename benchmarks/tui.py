@@ -37,8 +37,8 @@ FIRST_PAINT_GOAL_S = 0.5
 UPDATE_GOAL_S = 0.05
 FIGURE = "tui:"
 GIB = 2**30
-SETTLE_S = 0.3
-"""Quiet time that ends a wait for the app to settle: shorter than the cursor's 0.5 s blink, which never stops."""
+SETTLE_S = 1.0
+"""Time given to the app to finish what a key started (the cursor blinks, so it is never quiet for long)."""
 BARE_APP = (
     "from textual.app import App\n"
     "from textual.widgets import Static\n"
@@ -82,6 +82,10 @@ class Terminal:
         deadline = time.perf_counter() + limit
         while select.select([self.master], [], [], quiet)[0] and time.perf_counter() < deadline:
             self.output += os.read(self.master, 65536)
+
+    def settle(self) -> None:
+        """Read for SETTLE_S seconds."""
+        self.drain(quiet=SETTLE_S, limit=SETTLE_S)
 
     def send(self, data: bytes) -> tuple[int, float]:
         """Write keys; returns the output offset before them and when they were written."""
@@ -128,9 +132,9 @@ def keystroke_latencies(root: Path, config_path: Path, runs: int) -> tuple[list[
     updates, echoes = [], []
     try:
         terminal.wait_for(markers[2])
-        terminal.drain(quiet=SETTLE_S)
+        terminal.settle()
         terminal.send(b"\t\t")  # method -> family -> base model (a free-text field, its text selected on focus)
-        terminal.drain(quiet=SETTLE_S)
+        terminal.settle()
         typed = b""
         for index in range(runs):
             typed += chr(ord("a") + index % 26).encode()
@@ -141,9 +145,11 @@ def keystroke_latencies(root: Path, config_path: Path, runs: int) -> tuple[list[
             terminal.drain()
         for _ in range(5):
             terminal.send(b"\x1b[6~")  # PageDown: model, workspace, concepts, samples, backup -> training
-            terminal.drain(quiet=SETTLE_S)
+            terminal.settle()
+        terminal.wait_for(b"Resolution & batch")
+        terminal.settle()
         terminal.send(b"\t")  # resolution -> batch size
-        terminal.drain(quiet=SETTLE_S)
+        terminal.settle()
         for index in range(runs):
             size = 8 if index % 2 == 0 else 2
             terminal.send(b"\x1b[1;2H")  # shift+home selects the number; the digit typed next replaces it

@@ -352,8 +352,8 @@ def test_sidebar_follows_the_outline_the_first_frame_shows():
 
 
 def test_first_frame_lists_the_sections_before_the_config_schema_is_imported(tmp_path: Path):
-    """The opening screen is painted by a process that has not imported pydantic or the editor yet; then the editor
-    of the file replaces it."""
+    """The opening screen is painted by a process that has not imported pydantic, the editor, the keymap (tomllib) or
+    the recent-files list (json) yet; then the editor of the file replaces it."""
     config = write_preset(tmp_path / "c.toml")
     code = (
         "import asyncio, sys\n"
@@ -364,7 +364,8 @@ def test_first_frame_lists_the_sections_before_the_config_schema_is_imported(tmp
         "def spy(self):\n"
         "    text = '\\n'.join(strip.text for strip in self.screen._compositor.render_strips())\n"
         "    seen.append((isinstance(self.screen, OpeningScreen), 'Model & method' in text, 'Opening' in text,\n"
-        "                 'pydantic' in sys.modules, 'tui_trainer.tui.screens.editor' in sys.modules))\n"
+        "                 'pydantic' in sys.modules, 'tui_trainer.tui.screens.editor' in sys.modules,\n"
+        "                 'json' in sys.modules, 'tomllib' in sys.modules))\n"
         "    open_first_screen(self)\n"
         "TrainerApp._open_first_screen = spy\n"
         "async def main():\n"
@@ -378,7 +379,7 @@ def test_first_frame_lists_the_sections_before_the_config_schema_is_imported(tmp
     result = subprocess.run([sys.executable, "-c", code, str(config), str(tmp_path)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[(True, True, True, False, False)]"
+    assert result.stdout.strip() == "[(True, True, True, False, False, False, False)]"
 
 
 def test_the_app_draws_up_to_120_frames_a_second_unless_the_user_chose_a_cap():

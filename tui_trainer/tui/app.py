@@ -1,30 +1,29 @@
 """The tui-trainer app: start page or editor, file state, keymap, command palette. Never imports torch.
 
 This module imports only what the first frame needs (Textual and the opening screen); the config schema,
-the editor and the start page are imported once that frame is on the terminal (see `_open_first_screen`).
+the editor, the start page, the keymap and recent-files code are imported once that frame is on the terminal
+(see `_open_first_screen`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from platformdirs import user_config_dir, user_state_dir
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from tui_trainer.tui.keymap import KEYMAP_FILE, binding_ids, load_keymap
-from tui_trainer.tui.recent import RecentFiles
-from tui_trainer.tui.screens.confirm import ConfirmDialog
 from tui_trainer.tui.screens.opening import OpeningScreen
-from tui_trainer.tui.services import Services
 
 if TYPE_CHECKING:
     from tui_trainer.tui.document import ConfigDocument
+    from tui_trainer.tui.recent import RecentFiles
     from tui_trainer.tui.screens.editor import EditorScreen
     from tui_trainer.tui.screens.start import StartScreen
+    from tui_trainer.tui.services import Services
 
 APP_NAME = "tui-trainer"
 
@@ -46,14 +45,32 @@ class TrainerApp(App[None]):
         self.config_path = Path(config_path) if config_path else None
         self.services = services
         """The core functions; None until `_load_modules` sets the real ones (tests pass their own)."""
-        self.recent = RecentFiles(Path(state_dir or user_state_dir(APP_NAME)))
-        self.keymap_file = Path(config_dir or user_config_dir(APP_NAME)) / KEYMAP_FILE
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.config_dir = Path(config_dir) if config_dir else None
         self.target_bytes = target_bytes
         self.cursor_blink = cursor_blink
         self.gpu_probe: Any = None
         self.initial_screen = initial_screen
         self.loaded = False
         """Whether the editor and start page modules are imported (after the first frame)."""
+
+    @cached_property
+    def recent(self) -> RecentFiles:
+        """Recently opened files, in the state dir (default: platformdirs' user state dir)."""
+        from platformdirs import user_state_dir
+
+        from tui_trainer.tui.recent import RecentFiles
+
+        return RecentFiles(self.state_dir or Path(user_state_dir(APP_NAME)))
+
+    @cached_property
+    def keymap_file(self) -> Path:
+        """The user's keymap file, in the config dir (default: platformdirs' user config dir)."""
+        from platformdirs import user_config_dir
+
+        from tui_trainer.tui.keymap import KEYMAP_FILE
+
+        return (self.config_dir or Path(user_config_dir(APP_NAME))) / KEYMAP_FILE
 
     def get_default_screen(self) -> Screen:
         """The bottom of the screen stack: the opening screen, drawn first (under a given initial screen, a blank one).
@@ -73,6 +90,7 @@ class TrainerApp(App[None]):
     def _load_modules(self) -> None:
         """Import the editor, the start page and the core behind them; fill in the default services."""
         from tui_trainer.tui.screens import editor, start  # noqa: F401
+        from tui_trainer.tui.services import Services
 
         if self.services is None:
             self.services = Services.default()
@@ -107,6 +125,7 @@ class TrainerApp(App[None]):
         if not self.keymap_file.is_file():
             return
         # The run screens pull in numpy: imported only when a keymap needs their ids.
+        from tui_trainer.tui.keymap import binding_ids, load_keymap
         from tui_trainer.tui.screens.editor import EditorScreen
         from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
         from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
@@ -201,6 +220,8 @@ class TrainerApp(App[None]):
         if document is None or not document.dirty:
             self.exit()
             return
+        from tui_trainer.tui.screens.confirm import ConfirmDialog
+
         self.push_screen(
             ConfirmDialog("You have unsaved changes.", {"save": "Save", "discard": "Quit without saving",
                                                         "cancel": "Cancel"}),
