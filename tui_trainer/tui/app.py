@@ -75,7 +75,7 @@ class TrainerApp(App[None]):
     def get_default_screen(self) -> Screen:
         """The bottom of the screen stack: the opening screen, drawn first (under a given initial screen, a blank one).
 
-        The opening screen stays under what replaces it: Textual cannot switch away from the bottom screen.
+        The opening screen stays under the screens shown over it: Textual cannot switch away from the bottom screen.
         """
         return super().get_default_screen() if self.initial_screen else OpeningScreen(self.config_path)
 
