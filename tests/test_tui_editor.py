@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from tui_support import GIB, fake_estimate, make_app, screen_text, services, wait_for
 from tui_trainer.config import dump_config, load_config, load_preset
 from tui_trainer.devkit.datasets import make_dataset
@@ -400,3 +402,49 @@ def test_the_app_draws_up_to_120_frames_a_second_unless_the_user_chose_a_cap():
     chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             env={**environment, "TEXTUAL_FPS": "30"})
     assert (default.stdout.strip(), chosen.stdout.strip()) == ("120", "30"), default.stderr + chosen.stderr
+
+
+def test_run_app_pauses_the_cycle_collector_for_start_up_and_always_resumes_it(monkeypatch):
+    """Paused while Textual is imported and the app is built and run (the app resumes it once drawn), and on once
+    `run_app` returns, even when the app fails."""
+    from tui_trainer import cli
+    from tui_trainer.tui import graphics
+
+    monkeypatch.setattr(graphics, "start_probe", lambda: (lambda: None))
+    monkeypatch.setenv("TEXTUAL_FPS", "60")
+    seen = []
+
+    class FailingApp:
+        def __init__(self) -> None:
+            seen.append(gc.isenabled())
+
+        def run(self) -> None:
+            seen.append(gc.isenabled())
+            raise RuntimeError("app failed")
+
+    try:
+        with pytest.raises(RuntimeError, match="app failed"):
+            cli.run_app(FailingApp)
+        seen.append(gc.isenabled())
+    finally:
+        gc.enable()
+    assert seen == [False, False, True]
+
+
+@pytest.mark.parametrize("first_screen", ["editor", "runs browser"])
+async def test_the_app_resumes_the_cycle_collector_once_its_first_screen_is_up(tmp_path: Path, first_screen: str):
+    from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
+
+    if first_screen == "editor":
+        app = make_app(tmp_path, write_preset(tmp_path / "c.toml"))
+        shown = EditorScreen
+    else:
+        app = make_app(tmp_path, initial_screen=lambda: RunsBrowserScreen(tmp_path / "workspace"))
+        shown = RunsBrowserScreen
+    gc.disable()
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, shown))
+            await wait_for(pilot, gc.isenabled)
+    finally:
+        gc.enable()

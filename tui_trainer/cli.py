@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -26,15 +27,25 @@ def _print_problems(problems: list) -> None:
 
 
 def run_app(make_app: Callable[[], Any]) -> None:
-    """Ask the terminal about image protocols (in a thread, while `make_app` imports Textual), then run the app."""
-    from tui_trainer.tui.graphics import start_probe
+    """Ask the terminal about image protocols (in a thread, while `make_app` imports Textual), then run the app.
 
-    os.environ.setdefault("TEXTUAL_FPS", FRAMES_PER_SECOND)
+    The cycle collector is paused until the app has drawn its first screens (`TrainerApp.start_up_done` resumes
+    it): start-up makes tens of thousands of long-lived objects (modules, classes, the config schema, widgets)
+    and almost no cyclic garbage, and scanning them again and again as they are made cost about a tenth of the
+    CPU time to the editor being ready (measured 2.57 s -> 2.32 s, importing the app 0.35 s -> 0.27 s).
+    """
+    gc.disable()
+    try:
+        from tui_trainer.tui.graphics import start_probe
 
-    wait_for_probe = start_probe()
-    app = make_app()
-    wait_for_probe()
-    app.run()
+        os.environ.setdefault("TEXTUAL_FPS", FRAMES_PER_SECOND)
+
+        wait_for_probe = start_probe()
+        app = make_app()
+        wait_for_probe()
+        app.run()
+    finally:
+        gc.enable()
 
 
 def cmd_tui(args: argparse.Namespace) -> int:

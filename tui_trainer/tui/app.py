@@ -7,6 +7,7 @@ the editor, the start page, the keymap and recent-files code are imported once t
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
@@ -84,6 +85,7 @@ class TrainerApp(App[None]):
             self._load_modules()
             self._apply_keymap()
             self.push_screen(self.initial_screen())
+            self.call_after_refresh(self.start_up_done)
             return
         self.call_after_refresh(self._open_first_screen)
 
@@ -104,6 +106,7 @@ class TrainerApp(App[None]):
         from tui_trainer.tui.screens.problems import ProblemsDialog
         from tui_trainer.tui.screens.start import StartScreen
 
+        self.call_after_refresh(self.start_up_done)
         self._load_modules()
         self._apply_keymap()
         path = self.config_path
@@ -120,6 +123,10 @@ class TrainerApp(App[None]):
         self.push_screen(StartScreen(self.recent.load()))
         if path is not None:
             self.notify(f"{path} does not exist yet: pick a preset; Save will ask where to write it.")
+
+    def start_up_done(self) -> None:
+        """The first screens are drawn: resume the cycle collector that `cli.run_app` paused for start-up."""
+        gc.enable()
 
     def _apply_keymap(self) -> None:
         if not self.keymap_file.is_file():
