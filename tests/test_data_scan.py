@@ -75,6 +75,61 @@ def test_subfolders_only_when_include_subdirs(tmp_path: Path):
     assert sorted(image.path.name for image in deep.images) == ["low.png", "top.png"]
 
 
+def test_a_sub_folder_gone_since_its_parent_was_listed_is_a_warning(tmp_path: Path, monkeypatch):
+    folder = tmp_path / "ds"
+    for name in ("top.png", "gone/a.png", "kept/b.png"):
+        save(folder / name)
+    read_listing = scan_module.read_listing
+
+    def listing_then_remove(path: str):
+        found = read_listing(path)
+        if path == str(folder):
+            shutil.rmtree(folder / "gone")
+        return found
+
+    monkeypatch.setattr(scan_module, "read_listing", listing_then_remove)
+    result = scan(folder, tmp_path / "cache", caption_source="filename", include_subdirs=True)
+    assert sorted(image.path.name for image in result.images) == ["b.png", "top.png"]
+    assert (result.errors, result.warnings) == (
+        [], ["concept 'c' (concepts[0]): sub-folder 'gone' not scanned: No such file or directory"])
+
+
+def test_an_unreadable_sub_folder_is_a_warning_until_it_can_be_read(tmp_path: Path, monkeypatch):
+    """The rest is scanned; once the folder can be read the next scan (same cache, nothing else changed) finds it."""
+    folder = tmp_path / "ds"
+    for name in ("top.png", "locked/a.png"):
+        save(folder / name)
+    age(folder)
+    read_listing = scan_module.read_listing
+
+    def listing(path: str):
+        if path == str(folder / "locked"):
+            raise PermissionError(13, "Permission denied", path)
+        return read_listing(path)
+
+    monkeypatch.setattr(scan_module, "read_listing", listing)
+    locked = scan(folder, tmp_path / "cache", caption_source="filename", include_subdirs=True)
+    assert [image.path.name for image in locked.images] == ["top.png"]
+    assert (locked.errors, locked.warnings) == (
+        [], ["concept 'c' (concepts[0]): sub-folder 'locked' not scanned: Permission denied"])
+    monkeypatch.setattr(scan_module, "read_listing", read_listing)
+    readable = scan(folder, tmp_path / "cache", caption_source="filename", include_subdirs=True)
+    assert sorted(image.path.name for image in readable.images) == ["a.png", "top.png"]
+    assert readable.warnings == []
+
+
+def test_a_concept_folder_that_cannot_be_read_is_an_error_naming_it(tmp_path: Path, monkeypatch):
+    save(tmp_path / "ds" / "top.png")
+
+    def listing(path: str):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(scan_module, "read_listing", listing)
+    result = scan(tmp_path / "ds", caption_source="filename")
+    assert result.images == []
+    assert result.errors == [f"concept 'c' (concepts[0]): folder {str(tmp_path / 'ds')!r} cannot be read: Permission denied"]
+
+
 def test_masks_are_recorded_not_counted_and_caption_files_found(tmp_path: Path):
     make_dataset(tmp_path, [(64, 64, 2)], masks=True)
     (tmp_path / "img_0000_64x64.txt").write_text("  red,\n  dog  \n")

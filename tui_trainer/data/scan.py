@@ -424,17 +424,26 @@ class ScanCache:
             self._loaded[str(self.file)] = ((stat.st_size, stat.st_mtime_ns), self.new)
 
 
-def _walk(root: str, recursive: bool, cache: ScanCache) -> Iterator[tuple[str, str, int, Listing, tuple]]:
-    """(directory, relative prefix, mtime_ns, listing, image facts) of `root` and, when recursive, of every sub-folder once."""
+def _walk(root: str, recursive: bool, cache: ScanCache,
+          unreadable: list[tuple[str, OSError]]) -> Iterator[tuple[str, str, int, Listing, tuple]]:
+    """(directory, relative prefix, mtime_ns, listing, image facts) of `root` and, when recursive, of every sub-folder once.
+
+    A folder that cannot be listed (not ours to read, or gone since its parent was listed) is added to `unreadable`
+    as (its relative prefix, "" for the root; the error) and the walk goes on.
+    """
     seen: set[tuple[int, int]] = set()
     pending = [(root, "")]
     while pending:
         path, prefix = pending.pop()
-        stat = os.stat(path)
-        if (stat.st_dev, stat.st_ino) in seen:
+        try:
+            stat = os.stat(path)
+            if (stat.st_dev, stat.st_ino) in seen:
+                continue
+            seen.add((stat.st_dev, stat.st_ino))
+            listing, facts = cache.folder(prefix, path, stat.st_mtime_ns)
+        except OSError as error:
+            unreadable.append((prefix, error))
             continue
-        seen.add((stat.st_dev, stat.st_ino))
-        listing, facts = cache.folder(prefix, path, stat.st_mtime_ns)
         yield path, prefix, stat.st_mtime_ns, listing, facts
         if recursive:
             pending += [(os.path.join(path, name), f"{prefix}{name}{os.sep}") for name in reversed(listing.subdirs)]
@@ -491,7 +500,8 @@ def _scan_files(result: ConceptScan, concept: ConceptConfig, root: str, cache: S
     images = result.images
     skipped = result.skipped
     new_image = tuple.__new__  # ScannedImage(...) without the NamedTuple's Python-level __new__
-    for directory, prefix, directory_mtime_ns, listing, facts in _walk(root, concept.include_subdirs, cache):
+    unreadable: list[tuple[str, OSError]] = []
+    for directory, prefix, directory_mtime_ns, listing, facts in _walk(root, concept.include_subdirs, cache, unreadable):
         folder = Path(directory)
         child = getattr(folder, "_make_child_relpath", folder.joinpath)  # 3.11's cheap child path (no re-parsing)
         directory += os.sep
@@ -530,6 +540,12 @@ def _scan_files(result: ConceptScan, concept: ConceptConfig, root: str, cache: S
 
     cache.save()
     _add_warnings(result, label, uncaptioned, orphan_masks, cache.error)
+    cache.racy |= bool(unreadable)  # not memoised: a folder that could not be listed left no mtime to check
+    for prefix, error in unreadable:
+        if not prefix:
+            result.errors.append(f"{label}: folder {root!r} cannot be read: {error.strerror or error}")
+            return
+        result.warnings.append(f"{label}: sub-folder {prefix.rstrip(os.sep)!r} not scanned: {error.strerror or error}")
     if not result.images:
         extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
         bad = f" ({len(result.skipped)} bad files skipped)" if result.skipped else ""
