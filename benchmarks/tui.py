@@ -243,9 +243,11 @@ def startup_rows(runs: int) -> list[str]:
     config_path.write_text(dump_config(preset))
     argv = [sys.executable, "-m", "tui_trainer.cli", str(config_path)]
     ready_marker = total_marker(preset, preset.training.batch_size)
-    bare = median_of(runs, lambda: first_paint([sys.executable, "-c", BARE_APP], root, b"Model & method"))
-    ours = median_of(runs, lambda: first_paint(argv, root, b"Model & method"))
-    ready = median_of(runs, lambda: first_paint(argv, root, ready_marker))
+    bare, ours, ready = interleaved_medians(runs, [
+        lambda: first_paint([sys.executable, "-c", BARE_APP], root, b"Model & method"),
+        lambda: first_paint(argv, root, b"Model & method"),
+        lambda: first_paint(argv, root, ready_marker),
+    ])
     updates, echoes = keystroke_latencies(root, config_path, max(runs, 10))
     update, echo = statistics.median(updates), statistics.median(echoes)
     print(f"first paint: ours {ours * 1000:.0f} ms, bare Textual app {bare * 1000:.0f} ms, ratio {ours / bare:.2f} "
@@ -269,8 +271,11 @@ def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}"
 
 
-def median_of(runs: int, measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(runs))
+def interleaved_medians(runs: int, measures: list[Callable[[], float]]) -> list[float]:
+    """Each measure's median over `runs` rounds, the measures taking turns within a round: a figure and its
+    reference then see the same machine (a shared VM's speed drifts by a third within minutes)."""
+    rounds = [[measure() for measure in measures] for _ in range(runs)]
+    return [statistics.median(column) for column in zip(*rounds)]
 
 
 def record(path: Path, rows: list[str]) -> None:
