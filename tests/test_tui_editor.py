@@ -141,6 +141,24 @@ async def test_concept_list_edit_toggle_reorder_remove(tmp_path: Path):
         assert app.document.dirty
 
 
+async def test_the_record_dialog_shows_the_focused_fields_help(tmp_path: Path):
+    """Each concept field's docstring from the schema, under the dialog's fields, as focus moves."""
+    from tui_trainer.config.schema import ConceptConfig
+
+    app = make_app(tmp_path, write_preset(tmp_path / "c.toml"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_editor(pilot, app)
+        await goto(pilot, screen, "concepts")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: "New concept" in screen_text(app))
+        help_bar = app.screen.query_one("#dialog-help")
+        for name in ("name", "path"):
+            description = ConceptConfig.model_fields[name].description
+            await wait_for(pilot, lambda: str(help_bar.render()).startswith(f"{name.capitalize()} ({name}): "))
+            assert description and description.split()[0] in str(help_bar.render())
+            await pilot.press("tab")
+
+
 async def test_optimizer_switch_restores_each_optimizers_settings(tmp_path: Path):
     config = write_preset(tmp_path / "c.toml")
     app = make_app(tmp_path, config)

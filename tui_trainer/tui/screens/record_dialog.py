@@ -5,15 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from tui_trainer.config.errors import problems_from_validation
 from tui_trainer.tui.widgets.field_editor import FieldEditor
 from tui_trainer.tui.widgets.field_group import editable_fields
+from tui_trainer.tui.widgets.help_bar import HelpBar
+
+DIALOG_HELP = "Tab / Shift+Tab move between fields; Enter in a text field or Ctrl+S accepts; Escape cancels."
 
 
 class RecordDialog(ModalScreen[BaseModel | None]):
@@ -38,6 +43,7 @@ class RecordDialog(ModalScreen[BaseModel | None]):
             with VerticalScroll(classes="dialog-fields"):
                 for name in editable_fields(type(self.record)):
                     yield FieldEditor(name, self.record, name, id=f"record-{name}")
+            yield HelpBar(DIALOG_HELP, id="dialog-help")
             yield Static("", id="dialog-problems")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("OK", id="ok", variant="primary", compact=True)
@@ -50,6 +56,13 @@ class RecordDialog(ModalScreen[BaseModel | None]):
             self.rejected.pop(event.key, None)
         else:
             self.rejected[event.key] = event.reason
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        try:
+            help_text = event.widget.query_ancestor(FieldEditor).help_text
+        except NoMatches:
+            help_text = None
+        self.query_one(HelpBar).show(help_text)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
