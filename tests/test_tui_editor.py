@@ -141,8 +141,9 @@ async def test_concept_list_edit_toggle_reorder_remove(tmp_path: Path):
         assert app.document.dirty
 
 
-async def test_the_record_dialog_shows_the_focused_fields_help(tmp_path: Path):
-    """Each concept field's docstring from the schema, under the dialog's fields, as focus moves."""
+async def test_the_record_dialog_shows_the_focused_fields_help_and_its_own_keys(tmp_path: Path):
+    """Each concept field's docstring from the schema, under the dialog's fields, as focus moves; the footer lists
+    the dialog's keys, not those of the editor under it."""
     from tui_trainer.config.schema import ConceptConfig
 
     app = make_app(tmp_path, write_preset(tmp_path / "c.toml"))
@@ -151,6 +152,9 @@ async def test_the_record_dialog_shows_the_focused_fields_help(tmp_path: Path):
         await goto(pilot, screen, "concepts")
         await pilot.press("a")
         await wait_for(pilot, lambda: "New concept" in screen_text(app))
+        footer = lambda: screen_text(app).splitlines()[-1]  # noqa: E731
+        await wait_for(pilot, lambda: "esc Cancel" in footer() and "^s OK" in footer())
+        assert "Add" not in footer()
         help_bar = app.screen.query_one("#dialog-help")
         for name in ("name", "path"):
             description = ConceptConfig.model_fields[name].description

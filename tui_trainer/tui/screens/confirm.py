@@ -5,21 +5,22 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from tui_trainer.tui.screens.dialog import Dialog
 
-class ConfirmDialog(ModalScreen[str]):
+
+class ConfirmDialog(Dialog[str]):
     """Ask a question; dismiss with the id of the chosen answer ('cancel' on Escape)."""
 
     BINDINGS = [Binding("escape", "dismiss('cancel')", "Cancel", id="dialog.cancel")]
 
     def __init__(self, question: str, answers: dict[str, str]) -> None:
-        super().__init__(classes="dialog")
+        super().__init__()
         self.question = question
         self.answers = answers
 
-    def compose(self) -> ComposeResult:
+    def compose_body(self) -> ComposeResult:
         with Vertical(classes="dialog-body dialog-small"):
             yield Static(self.question, id="question")
             with Horizontal(classes="dialog-buttons"):

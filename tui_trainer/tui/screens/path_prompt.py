@@ -7,22 +7,23 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from tui_trainer.tui.screens.dialog import Dialog
 
-class PathPrompt(ModalScreen[Path | None]):
+
+class PathPrompt(Dialog[Path | None]):
     """Type a path and press Enter; Escape cancels."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog.cancel")]
 
     def __init__(self, title: str, initial: str = "", *, must_exist: bool = False) -> None:
-        super().__init__(classes="dialog")
+        super().__init__()
         self.title_text = title
         self.initial = initial
         self.must_exist = must_exist
 
-    def compose(self) -> ComposeResult:
+    def compose_body(self) -> ComposeResult:
         with Vertical(classes="dialog-body dialog-small") as body:
             body.border_title = self.title_text
             path_input = Input(self.initial, placeholder="path/to/config.toml", id="path", compact=True)

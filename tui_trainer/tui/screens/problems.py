@@ -5,21 +5,22 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from tui_trainer.tui.screens.dialog import Dialog
 
-class ProblemsDialog(ModalScreen[None]):
+
+class ProblemsDialog(Dialog[None]):
     """Show problems; any key in the bindings closes it."""
 
     BINDINGS = [Binding("escape,enter", "dismiss(None)", "Close", id="dialog.close")]
 
     def __init__(self, title: str, problems: list[str]) -> None:
-        super().__init__(classes="dialog")
+        super().__init__()
         self.title_text = title
         self.problems = problems
 
-    def compose(self) -> ComposeResult:
+    def compose_body(self) -> ComposeResult:
         with Vertical(classes="dialog-body") as body:
             body.border_title = self.title_text
             with VerticalScroll(classes="dialog-fields"):

@@ -10,10 +10,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from tui_trainer.config.errors import problems_from_validation
+from tui_trainer.tui.screens.dialog import Dialog
 from tui_trainer.tui.widgets.field_editor import FieldEditor
 from tui_trainer.tui.widgets.field_group import editable_fields
 from tui_trainer.tui.widgets.help_bar import HelpBar
@@ -21,7 +21,7 @@ from tui_trainer.tui.widgets.help_bar import HelpBar
 DIALOG_HELP = "Tab / Shift+Tab move between fields; Enter in a text field or Ctrl+S accepts; Escape cancels."
 
 
-class RecordDialog(ModalScreen[BaseModel | None]):
+class RecordDialog(Dialog[BaseModel | None]):
     """Edit `record`'s fields; dismiss with the validated record, or None."""
 
     AUTO_FOCUS = ".field-editor"
@@ -31,13 +31,13 @@ class RecordDialog(ModalScreen[BaseModel | None]):
     ]
 
     def __init__(self, title: str, record: BaseModel) -> None:
-        super().__init__(classes="dialog")
+        super().__init__()
         self.title_text = title
         self.record = record
         self.values: dict[str, Any] = record.model_dump()
         self.rejected: dict[str, str] = {}
 
-    def compose(self) -> ComposeResult:
+    def compose_body(self) -> ComposeResult:
         with Vertical(classes="dialog-body") as body:
             body.border_title = self.title_text
             with VerticalScroll(classes="dialog-fields"):

@@ -5,22 +5,23 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from tui_trainer.tui.screens.dialog import Dialog
 
-class ResumeDialog(ModalScreen[int | None]):
+
+class ResumeDialog(Dialog[int | None]):
     """Type the total epochs and press Enter; Escape cancels."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog.cancel")]
 
     def __init__(self, run_name: str, epochs: int, step: int) -> None:
-        super().__init__(classes="dialog")
+        super().__init__()
         self.run_name = run_name
         self.epochs = epochs
         self.step = step
 
-    def compose(self) -> ComposeResult:
+    def compose_body(self) -> ComposeResult:
         with Vertical(classes="dialog-body dialog-small") as body:
             body.border_title = f"Resume {self.run_name}"
             yield Static(f"Stopped at step {self.step} of {self.epochs} epochs. Total epochs after resuming:")
