@@ -81,6 +81,19 @@ async def test_batch_size_changes_the_vram_total(tmp_path: Path):
         assert app.document.config.training.batch_size == 8
 
 
+def test_breakdown_rows_show_parts_under_a_gib_in_mib():
+    """A LoRA's trainable weights, gradients and optimizer state are tens of MiB, which 0.0 GiB hid."""
+    from tui_trainer.estimate import estimate
+    from tui_trainer.tui.widgets.vram_panel import BREAKDOWN, render_estimate
+
+    result = estimate(load_preset("sd15-lora"))
+    lines = render_estimate(result).plain.splitlines()
+    rows = {line.split()[0]: line.split()[1] for line in lines[1:1 + len(BREAKDOWN)]}
+    assert rows["weights"] == f"{result.breakdown['weights'] / GIB:.1f}G"
+    assert rows["trainable"] == f"{result.breakdown['trainable'] / 2**20:.0f}M" != "0M"
+    assert set(rows) == set(BREAKDOWN)
+
+
 async def test_over_budget_turns_red_and_lists_suggestions(tmp_path: Path):
     config = write_preset(tmp_path / "c.toml")
     app = make_app(tmp_path, config, services=services(estimate=fake_estimate), target_bytes=3 * GIB)

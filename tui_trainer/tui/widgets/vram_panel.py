@@ -14,6 +14,7 @@ from textual.widgets import Input, Label, Static
 from tui_trainer.config import TrainConfig
 
 GIB = 2**30
+MIB = 2**20
 BREAKDOWN = ("weights", "trainable", "gradients", "optimizer", "activations", "caches", "overhead")
 """Breakdown rows, in display order."""
 BAR_WIDTH = 10
@@ -23,6 +24,12 @@ TOP_SUGGESTIONS = 3
 def gib(count: int | float) -> str:
     """Bytes as GiB with one decimal."""
     return f"{count / GIB:.1f}"
+
+
+def breakdown_size(count: int | float) -> str:
+    """Bytes for a breakdown row: GiB with one decimal from 1 GiB up, else whole MiB (a LoRA's trainable weights,
+    gradients and optimizer state are tens of MiB, which one decimal of GiB shows as 0.0)."""
+    return f"{count / GIB:.1f}G" if count >= GIB else f"{count / MIB:.0f}M"
 
 
 def parse_gib(text: str) -> int | None:
@@ -56,7 +63,7 @@ def render_estimate(estimate: Any) -> Text:
     for name in BREAKDOWN:
         count = estimate.breakdown.get(name, 0)
         cells = round(count / scale * BAR_WIDTH)
-        text.append(f"\n{name:<12}{gib(count):>5} ")
+        text.append(f"\n{name:<12}{breakdown_size(count):>6} ")
         text.append("█" * cells, "red" if estimate.fits is False else "green")
     if estimate.peak_phase:
         text.append(f"\npeak: {estimate.peak_phase}", "dim")
