@@ -81,6 +81,25 @@ async def test_batch_size_changes_the_vram_total(tmp_path: Path):
         assert app.document.config.training.batch_size == 8
 
 
+async def test_editing_keys_act_in_order_with_characters_typed_in_the_same_burst(tmp_path: Path):
+    """Over SSH keys often arrive together: ctrl+u and backspace act before the characters typed after them
+    (Textual runs an Input's own bindings only after the key bubbles up to the app)."""
+    from textual import events
+
+    app = make_app(tmp_path, write_preset(tmp_path / "c.toml"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_editor(pilot, app)
+        await goto(pilot, screen, "training")
+        batch = screen.query_one("#field-training-batch_size", FieldEditor)
+        await pilot.press("tab")  # resolution -> batch size
+        await wait_for(pilot, lambda: app.focused is batch.editor)
+        for key in ("end", "ctrl+u", "1", "2", "backspace", "6"):
+            app.post_message(events.Key(key, key if key.isdigit() else None))
+        await wait_for(pilot, lambda: batch.editor.value == "16" and app.document.config.training.batch_size == 16)
+        await pilot.pause(0.2)
+        assert (batch.editor.value, batch.reason, app.document.config.training.batch_size) == ("16", None, 16)
+
+
 def test_breakdown_rows_show_parts_under_a_gib_in_mib():
     """A LoRA's trainable weights, gradients and optimizer state are tens of MiB, which 0.0 GiB hid."""
     from tui_trainer.estimate import estimate

@@ -10,6 +10,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, Static
 
 from tui_trainer.tui.screens.dialog import Dialog
+from tui_trainer.tui.widgets.ordered_input import OrderedInput
 
 
 class PathPrompt(Dialog[Path | None]):
@@ -26,7 +27,7 @@ class PathPrompt(Dialog[Path | None]):
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="dialog-body dialog-small") as body:
             body.border_title = self.title_text
-            path_input = Input(self.initial, placeholder="path/to/config.toml", id="path", compact=True)
+            path_input = OrderedInput(self.initial, placeholder="path/to/config.toml", id="path", compact=True)
             path_input.cursor_blink = getattr(self.app, "cursor_blink", True)
             yield path_input
             yield Static("Enter to confirm, Escape to cancel", id="path-problem")

@@ -8,6 +8,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, Static
 
 from tui_trainer.tui.screens.dialog import Dialog
+from tui_trainer.tui.widgets.ordered_input import OrderedInput
 
 
 class ResumeDialog(Dialog[int | None]):
@@ -25,7 +26,7 @@ class ResumeDialog(Dialog[int | None]):
         with Vertical(classes="dialog-body dialog-small") as body:
             body.border_title = f"Resume {self.run_name}"
             yield Static(f"Stopped at step {self.step} of {self.epochs} epochs. Total epochs after resuming:")
-            epochs = Input(str(self.epochs), type="integer", id="resume-epochs", compact=True)
+            epochs = OrderedInput(str(self.epochs), type="integer", id="resume-epochs", compact=True)
             epochs.cursor_blink = getattr(self.app, "cursor_blink", True)
             yield epochs
             yield Static("Enter resumes from the last complete backup, Escape cancels", id="resume-problem")

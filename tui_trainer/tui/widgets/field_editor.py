@@ -16,6 +16,7 @@ from textual.widgets import Input, Label, Select, Static, Switch
 
 from tui_trainer.config.enums import SAMPLERS
 from tui_trainer.config.errors import problems_from_validation
+from tui_trainer.tui.widgets.ordered_input import OrderedInput
 
 CHOICES: dict[str, tuple[str, ...]] = {"sampler": tuple(SAMPLERS)}
 """Plain-string fields that take one of a fixed list of values, by field name."""
@@ -178,8 +179,8 @@ class FieldEditor(Widget):
                 compact=True,
                 classes="field-editor",
             )
-        editor = Input(format_value(self.value), placeholder="(default)" if is_optional(annotation) else "",
-                       compact=True, classes="field-editor")
+        editor = OrderedInput(format_value(self.value), placeholder="(default)" if is_optional(annotation) else "",
+                              compact=True, classes="field-editor")
         editor.cursor_blink = getattr(self.app, "cursor_blink", True)
         return editor
 

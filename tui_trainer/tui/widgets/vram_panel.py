@@ -12,6 +12,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, Static
 
 from tui_trainer.config import TrainConfig
+from tui_trainer.tui.widgets.ordered_input import OrderedInput
 
 GIB = 2**30
 MIB = 2**20
@@ -101,8 +102,8 @@ class VramPanel(Vertical):
         yield Static(self.probe_message, id="vram-gpu")
         with Horizontal(id="vram-target-row"):
             yield Label("target GiB ")
-            target = Input("" if self.target_bytes is None else gib(self.target_bytes), placeholder="e.g. 24",
-                           id="vram-target", compact=True)
+            target = OrderedInput("" if self.target_bytes is None else gib(self.target_bytes), placeholder="e.g. 24",
+                                  id="vram-target", compact=True)
             target.cursor_blink = getattr(self.app, "cursor_blink", True)
             yield target
         yield Static("", id="vram-body")
