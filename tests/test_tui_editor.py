@@ -13,6 +13,7 @@ from tui_support import GIB, fake_estimate, make_app, screen_text, services, wai
 from tui_trainer.config import dump_config, load_config, load_preset
 from tui_trainer.devkit.datasets import make_dataset
 from tui_trainer.tui.screens.editor import EditorScreen
+from tui_trainer.tui.screens.opening import OpeningScreen
 from tui_trainer.tui.widgets.bucket_table import BucketTable
 from tui_trainer.tui.widgets.field_editor import FieldEditor
 from tui_trainer.tui.widgets.vram_panel import VramPanel
@@ -436,6 +437,28 @@ def test_first_frame_lists_the_sections_before_the_config_schema_is_imported(tmp
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[(True, True, True, False, False, False, False)]"
+
+
+async def test_keys_pressed_before_the_editor_is_in_are_replayed_to_it_in_order(tmp_path: Path):
+    """While the opening screen is up (the editor still loading) keys have nothing to go to: they are kept and
+    reach the editor once its first field has focus."""
+    from textual import events
+
+    app = make_app(tmp_path, write_preset(tmp_path / "c.toml"))
+    open_first_screen = app._open_first_screen
+
+    def type_ahead_then_open() -> None:
+        assert isinstance(app.screen, OpeningScreen)
+        for key in ("pagedown", "pagedown", "pagedown", "pagedown", "pagedown", "tab", "end", "ctrl+u", "8"):
+            app.post_message(events.Key(key, key if key.isdigit() else None))
+        open_first_screen()
+
+    app._open_first_screen = type_ahead_then_open
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.document is not None and app.document.config.training.batch_size == 8)
+        screen = app.screen
+        assert screen.section == "training" and app.focused is screen.query_one("#field-training-batch_size").editor
+        assert app.typed_ahead is None
 
 
 def test_the_app_draws_up_to_120_frames_a_second_unless_the_user_chose_a_cap():

@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -54,6 +55,9 @@ class TrainerApp(App[None]):
         self.initial_screen = initial_screen
         self.loaded = False
         """Whether the editor and start page modules are imported (after the first frame)."""
+        self.typed_ahead: list[events.Key] | None = None if initial_screen else []
+        """Keys pressed while the opening screen (which has nothing to type into) is up; None once the first
+        screen takes input. `start_up_done` replays them in order."""
 
     @cached_property
     def recent(self) -> RecentFiles:
@@ -106,7 +110,6 @@ class TrainerApp(App[None]):
         from tui_trainer.tui.screens.problems import ProblemsDialog
         from tui_trainer.tui.screens.start import StartScreen
 
-        self.call_after_refresh(self.start_up_done)
         self._load_modules()
         self._apply_keymap()
         path = self.config_path
@@ -116,17 +119,32 @@ class TrainerApp(App[None]):
             except ConfigError as error:
                 self.push_screen(StartScreen(self.recent.load()))
                 self.push_screen(ProblemsDialog(f"{path} not opened", [str(problem) for problem in error.problems]))
+                self.call_after_refresh(self.start_up_done)
             else:
                 self.remember(document.path)
-                self.push_screen(self.editor(document))
+                self.push_screen(self.editor(document))  # start-up is done when it is Ready
             return
         self.push_screen(StartScreen(self.recent.load()))
+        self.call_after_refresh(self.start_up_done)
         if path is not None:
             self.notify(f"{path} does not exist yet: pick a preset; Save will ask where to write it.")
 
+    async def on_event(self, event: events.Event) -> None:
+        if self.typed_ahead is not None and isinstance(event, events.Key) and not event.is_forwarded:
+            self.typed_ahead.append(event)
+            return
+        await super().on_event(event)
+
+    def on_editor_screen_ready(self, message: EditorScreen.Ready) -> None:
+        self.start_up_done()
+
     def start_up_done(self) -> None:
-        """The first screens are drawn: resume the cycle collector that `cli.run_app` paused for start-up."""
+        """The first screen takes input: resume the cycle collector that `cli.run_app` paused for start-up, and
+        replay the keys pressed meanwhile (a no-op after the first call)."""
         gc.enable()
+        typed_ahead, self.typed_ahead = self.typed_ahead or [], None
+        for key in typed_ahead:
+            self.post_message(events.Key(key.key, key.character))
 
     def _apply_keymap(self) -> None:
         if not self.keymap_file.is_file():

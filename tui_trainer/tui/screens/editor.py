@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, ContentSwitcher, Footer, OptionList
@@ -126,9 +127,13 @@ class EditorScreen(Screen[None]):
             self.vram.set_probe(None)
         self.refresh_all()
 
+    class Ready(Message):
+        """The first section is built and its first field focused: the editor takes input."""
+
     async def on_screen_resume(self) -> None:
         if not self.current.built:
             await self.show_section(self.current.SECTION, focus=True)
+            self.post_message(self.Ready())
 
     @property
     def panes(self) -> list[SectionPane]:
@@ -188,13 +193,14 @@ class EditorScreen(Screen[None]):
             sidebar.highlighted = index
         self._refresh_titles()
         if focus:
-            self.call_after_refresh(self.focus_section)
+            self.focus_section()
 
     def focus_section(self) -> None:
-        """Focus the first field of the visible section."""
+        """Focus the first field of the visible section, now: keys already queued behind the one that changed
+        section go to that field (Widget.focus would queue the change behind them)."""
         target = first_focusable(self.current)
         if target is not None:
-            target.focus()
+            self.set_focus(target)
 
     async def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         sidebar = event.option_list

@@ -3,8 +3,8 @@
 Importing the config schema and the editor's widgets, validating the file and building the first section
 take most of a second on a small machine; this screen is light enough to be on the terminal about as soon as
 Textual itself can draw, so a user over SSH sees the app at once. Right after it is drawn the app loads the
-rest (keys pressed meanwhile wait in Textual's input queue for the editor) and shows the editor, or the start
-page, over it (it is the app's bottom screen).
+rest and shows the editor, or the start page, over it (it is the app's bottom screen). Keys pressed meanwhile
+are kept by the app and replayed once that screen takes input (`TrainerApp.typed_ahead`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""A text field whose editing keys act in the order they were typed, also when keys arrive together.
+"""A text field where keys act in the order they were typed, also when they arrive together.
 
-Textual's Input inserts a typed character as soon as its key event reaches the field, but runs the field's own
-bindings (backspace, ctrl+u, ctrl+w, arrows, home/end...) only after the key has bubbled up to the app. When
-several keys arrive in one read, which is common over a slow SSH link (keys typed ahead while the terminal
-lags), the characters after an editing key are inserted before it acts: `end ctrl+u 3 2` leaves an empty field
-instead of `32`. Textual issue #6605 (fix proposed upstream in pull request #6631, not released as of 8.2.8).
+Textual's Input inserts a typed character as soon as its key event reaches the field, but a key bound to an
+action (backspace, ctrl+u and arrows, bound by the field; Tab, bound by the app; PageDown, bound by the editor)
+acts only after its event has bubbled up to the app. When keys queue up, because several arrive in one read
+over a slow SSH link or because the app was busy when they came, the characters typed after a bound key are
+handled before it: `end ctrl+u 3 2` left an empty field, and `tab 8` typed the 8 into the field being left.
+Textual issue #6605 (a fix for the field's own keys is proposed upstream in pull request #6631).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from textual.widgets import Input
 
 
 class OrderedInput(Input):
-    """An Input that runs its own key bindings when the key reaches it, in order with typed characters."""
+    """An Input that runs the action bound to a key when the key reaches it, in order with typed characters."""
 
     async def _on_key(self, event: events.Key) -> None:
-        # Priority bindings (the app's and screens') were checked before the key was forwarded here, and the
-        # focused widget's bindings come first in the chain the app would search, so this runs what the app
-        # would have run, only without the detour.
-        for binding in self._bindings.key_to_bindings.get(event.key, ()):
-            if not binding.priority and await self.app.run_action(binding.action, self):
+        # The binding the app would run once the key bubbled up: the first in the focus chain (this field's own
+        # bindings come first; bindings of printable keys above a field are never used). Priority bindings were
+        # tried before the key was forwarded here.
+        if not event.is_printable:
+            active = self.screen.active_bindings.get(event.key)
+            if (active is not None and active.enabled and not active.binding.priority
+                    and await self.app.run_action(active.binding.action, active.node)):
                 event.stop()
                 event.prevent_default()
                 return
