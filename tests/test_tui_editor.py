@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tui_support import GIB, fake_estimate, make_app, screen_text, services, wait_for
+from tui_support import GIB, FakeEstimate, fake_estimate, make_app, screen_text, services, wait_for
 from tui_trainer.config import dump_config, load_config, load_preset
 from tui_trainer.devkit.datasets import make_dataset
 from tui_trainer.tui.screens.editor import EditorScreen
@@ -101,8 +101,9 @@ async def test_editing_keys_act_in_order_with_characters_typed_in_the_same_burst
         assert (batch.editor.value, batch.reason, app.document.config.training.batch_size) == ("16", None, 16)
 
 
-def test_breakdown_rows_show_parts_under_a_gib_in_mib():
-    """A LoRA's trainable weights, gradients and optimizer state are tens of MiB, which 0.0 GiB hid."""
+def test_breakdown_rows_show_parts_under_a_gib_in_mib_and_fit_the_narrow_panel():
+    """A LoRA's trainable weights, gradients and optimizer state are tens of MiB, which 0.0 GiB hid; every row fits
+    the 26 columns inside the panel on an 80-column screen (a longer one wraps its bar onto the next line)."""
     from tui_trainer.estimate import estimate
     from tui_trainer.tui.widgets.vram_panel import BREAKDOWN, render_estimate
 
@@ -112,6 +113,8 @@ def test_breakdown_rows_show_parts_under_a_gib_in_mib():
     assert rows["weights"] == f"{result.breakdown['weights'] / GIB:.1f}G"
     assert rows["trainable"] == f"{result.breakdown['trainable'] / 2**20:.0f}M" != "0M"
     assert set(rows) == set(BREAKDOWN)
+    heavy = FakeEstimate(40 * GIB, {name: GIB for name in BREAKDOWN} | {"weights": 39 * GIB}, None, None, [], [])
+    assert max(len(line) for line in render_estimate(heavy).plain.splitlines()[1:1 + len(BREAKDOWN)]) <= 26
 
 
 async def test_over_budget_turns_red_and_lists_suggestions(tmp_path: Path):

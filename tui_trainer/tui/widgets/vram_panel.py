@@ -18,7 +18,9 @@ GIB = 2**30
 MIB = 2**20
 BREAKDOWN = ("weights", "trainable", "gradients", "optimizer", "activations", "caches", "overhead")
 """Breakdown rows, in display order."""
-BAR_WIDTH = 10
+BAR_WIDTH = 8
+"""Cells of the largest bar: a row (12 name + 5 size + 1 + bar) fits the 26 columns inside the panel on an
+80-column screen."""
 TOP_SUGGESTIONS = 3
 
 
@@ -64,7 +66,7 @@ def render_estimate(estimate: Any) -> Text:
     for name in BREAKDOWN:
         count = estimate.breakdown.get(name, 0)
         cells = round(count / scale * BAR_WIDTH)
-        text.append(f"\n{name:<12}{breakdown_size(count):>6} ")
+        text.append(f"\n{name:<12}{breakdown_size(count):>5} ")
         text.append("█" * cells, "red" if estimate.fits is False else "green")
     if estimate.peak_phase:
         text.append(f"\npeak: {estimate.peak_phase}", "dim")
