@@ -60,8 +60,8 @@ def render_estimate(estimate: Any) -> Text:
         text.append(f"total {gib(total)}/{gib(budget)} GiB ")
         text.append(verdict, style)
     else:
-        text.append(f"total {gib(total)} GiB  ")
-        text.append("type a target", "dim")
+        text.append(f"total {gib(total)} GiB ")
+        text.append("(no target)", "dim")
     scale = max(budget or 0, total, 1)
     for name in BREAKDOWN:
         count = estimate.breakdown.get(name, 0)
