@@ -464,6 +464,35 @@ async def test_keys_pressed_before_the_editor_is_in_are_replayed_to_it_in_order(
         assert app.typed_ahead is None
 
 
+@pytest.mark.parametrize("opened", ["nothing", "a broken file", "a missing file"])
+async def test_keys_typed_ahead_reach_the_start_page_too(tmp_path: Path, opened: str):
+    """Without an editor to wait for (the start page, under the file's problems or with a note), keys kept during
+    start-up are replayed as well: Escape closes the problems, PgDn starts the wizard."""
+    from textual import events
+
+    from tui_trainer.tui.screens.problems import ProblemsDialog
+    from tui_trainer.tui.screens.start import StartScreen
+
+    path = {"nothing": None, "a broken file": tmp_path / "broken.toml", "a missing file": tmp_path / "new.toml"}[opened]
+    if opened == "a broken file":
+        path.write_text("[training]\nbatch_size = 0\n")
+    app = make_app(tmp_path, path)
+    open_first_screen = app._open_first_screen
+
+    def type_ahead_then_open() -> None:
+        app.post_message(events.Key("escape" if opened == "a broken file" else "pagedown", None))
+        open_first_screen()
+
+    app._open_first_screen = type_ahead_then_open
+    async with app.run_test(size=(120, 40)) as pilot:
+        if opened == "a broken file":
+            await wait_for(pilot, lambda: isinstance(app.screen, StartScreen))
+            assert not any(isinstance(screen, ProblemsDialog) for screen in app.screen_stack)
+        else:
+            await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen.wizard)
+        assert app.typed_ahead is None
+
+
 def test_the_app_draws_up_to_120_frames_a_second_unless_the_user_chose_a_cap():
     """`run_app` raises Textual's frame cap before Textual is imported (an edit's two frames wait less), and keeps a
     TEXTUAL_FPS the user set."""
