@@ -443,8 +443,8 @@ def test_first_frame_lists_the_sections_before_the_config_schema_is_imported(tmp
 
 
 async def test_keys_pressed_before_the_editor_is_in_are_replayed_to_it_in_order(tmp_path: Path):
-    """While the opening screen is up (the editor still loading) keys have nothing to go to: they are kept and
-    reach the editor once its first field has focus."""
+    """While the opening screen is up (the editor still loading) keys and pasted text have nothing to go to: they
+    are kept and reach the editor once its first field has focus."""
     from textual import events
 
     app = make_app(tmp_path, write_preset(tmp_path / "c.toml"))
@@ -452,8 +452,9 @@ async def test_keys_pressed_before_the_editor_is_in_are_replayed_to_it_in_order(
 
     def type_ahead_then_open() -> None:
         assert isinstance(app.screen, OpeningScreen)
-        for key in ("pagedown", "pagedown", "pagedown", "pagedown", "pagedown", "tab", "end", "ctrl+u", "8"):
-            app.post_message(events.Key(key, key if key.isdigit() else None))
+        for key in ("pagedown", "pagedown", "pagedown", "pagedown", "pagedown", "tab", "end", "ctrl+u"):
+            app.post_message(events.Key(key, None))
+        app.post_message(events.Paste("8"))
         open_first_screen()
 
     app._open_first_screen = type_ahead_then_open

@@ -55,9 +55,9 @@ class TrainerApp(App[None]):
         self.initial_screen = initial_screen
         self.loaded = False
         """Whether the editor and start page modules are imported (after the first frame)."""
-        self.typed_ahead: list[events.Key] | None = None if initial_screen else []
-        """Keys pressed while the opening screen (which has nothing to type into) is up; None once the first
-        screen takes input. `start_up_done` replays them in order."""
+        self.typed_ahead: list[events.Key | events.Paste] | None = None if initial_screen else []
+        """Keys pressed (and text pasted) while the opening screen, which has nothing to type into, is up; None once
+        the first screen takes input. `start_up_done` replays them in order."""
 
     @cached_property
     def recent(self) -> RecentFiles:
@@ -130,7 +130,7 @@ class TrainerApp(App[None]):
             self.notify(f"{path} does not exist yet: pick a preset; Save will ask where to write it.")
 
     async def on_event(self, event: events.Event) -> None:
-        if self.typed_ahead is not None and isinstance(event, events.Key) and not event.is_forwarded:
+        if self.typed_ahead is not None and isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
             self.typed_ahead.append(event)
             return
         await super().on_event(event)
@@ -143,8 +143,9 @@ class TrainerApp(App[None]):
         replay the keys pressed meanwhile (a no-op after the first call)."""
         gc.enable()
         typed_ahead, self.typed_ahead = self.typed_ahead or [], None
-        for key in typed_ahead:
-            self.post_message(events.Key(key.key, key.character))
+        for event in typed_ahead:
+            self.post_message(events.Key(event.key, event.character) if isinstance(event, events.Key)
+                              else events.Paste(event.text))
 
     def _apply_keymap(self) -> None:
         if not self.keymap_file.is_file():
