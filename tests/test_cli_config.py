@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -20,6 +23,22 @@ def test_presets_lists_every_preset():
     result = run_cli("presets")
     assert result.returncode == 0
     assert "sdxl-lora" in result.stdout and "sd21-lora" in result.stdout
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+def test_output_into_a_reader_that_stopped_ends_without_a_traceback(buffered: bool):
+    """`tui-trainer presets | head -1` once head has exited: the pipe has no reader left."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    if not buffered:
+        environment["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "tui_trainer.cli", "presets"], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, env=environment, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (1, "")
 
 
 def test_config_new_then_validate(tmp_path: Path):

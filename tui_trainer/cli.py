@@ -341,7 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0].endswith(".toml") and Path(argv[0]).suffix == ".toml"):
         argv = ["tui", *argv]
     args = parser.parse_args(argv)
-    return args.handler(args)
+    try:
+        code = args.handler(args)
+        sys.stdout.flush()  # inside the try: buffered output is written here, not at exit where nothing catches it
+        return code
+    except BrokenPipeError:
+        # Output piped into a reader that stopped (`tui-trainer presets | head -3`): end quietly. stdout goes to
+        # /dev/null so the interpreter's flush at exit does not raise again (Python docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":
