@@ -27,9 +27,7 @@ class PathPrompt(Dialog[Path | None]):
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="dialog-body dialog-small") as body:
             body.border_title = self.title_text
-            path_input = OrderedInput(self.initial, placeholder="path/to/config.toml", id="path", compact=True)
-            path_input.cursor_blink = getattr(self.app, "cursor_blink", True)
-            yield path_input
+            yield OrderedInput(self.initial, placeholder="path/to/config.toml", id="path", compact=True)
             yield Static("Enter to confirm, Escape to cancel", id="path-problem")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

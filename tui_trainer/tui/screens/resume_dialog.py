@@ -26,9 +26,7 @@ class ResumeDialog(Dialog[int | None]):
         with Vertical(classes="dialog-body dialog-small") as body:
             body.border_title = f"Resume {self.run_name}"
             yield Static(f"Stopped at step {self.step} of {self.epochs} epochs. Total epochs after resuming:")
-            epochs = OrderedInput(str(self.epochs), type="integer", id="resume-epochs", compact=True)
-            epochs.cursor_blink = getattr(self.app, "cursor_blink", True)
-            yield epochs
+            yield OrderedInput(str(self.epochs), type="integer", id="resume-epochs", compact=True)
             yield Static("Enter resumes from the last complete backup, Escape cancels", id="resume-problem")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -179,10 +179,8 @@ class FieldEditor(Widget):
                 compact=True,
                 classes="field-editor",
             )
-        editor = OrderedInput(format_value(self.value), placeholder="(default)" if is_optional(annotation) else "",
-                              compact=True, classes="field-editor")
-        editor.cursor_blink = getattr(self.app, "cursor_blink", True)
-        return editor
+        return OrderedInput(format_value(self.value), placeholder="(default)" if is_optional(annotation) else "",
+                            compact=True, classes="field-editor")
 
     @property
     def editor(self) -> Widget:

@@ -10,12 +10,21 @@ Textual issue #6605 (a fix for the field's own keys is proposed upstream in pull
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual import events
 from textual.widgets import Input
 
 
 class OrderedInput(Input):
-    """An Input that runs the action bound to a key when the key reaches it, in order with typed characters."""
+    """An Input that runs the action bound to a key when the key reaches it, in order with typed characters.
+
+    Its cursor blinks as the app says (`TrainerApp.cursor_blink`; off in snapshot tests). Made in an app's compose.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cursor_blink = getattr(self.app, "cursor_blink", True)
 
     async def _on_key(self, event: events.Key) -> None:
         # The binding the app would run once the key bubbled up: the first in the focus chain (this field's own

@@ -104,10 +104,8 @@ class VramPanel(Vertical):
         yield Static(self.probe_message, id="vram-gpu")
         with Horizontal(id="vram-target-row"):
             yield Label("target GiB ")
-            target = OrderedInput("" if self.target_bytes is None else gib(self.target_bytes), placeholder="e.g. 24",
-                                  id="vram-target", compact=True)
-            target.cursor_blink = getattr(self.app, "cursor_blink", True)
-            yield target
+            yield OrderedInput("" if self.target_bytes is None else gib(self.target_bytes), placeholder="e.g. 24",
+                               id="vram-target", compact=True)
         yield Static("", id="vram-body")
 
     def set_probe(self, probe: Any) -> None:
