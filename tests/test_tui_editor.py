@@ -442,22 +442,28 @@ def test_first_frame_lists_the_sections_before_the_config_schema_is_imported(tmp
     assert result.stdout.strip() == "[(True, True, True, False, False, False, False)]"
 
 
+def type_ahead(app, *typed) -> None:
+    """Post `typed` (key and paste events) while the opening screen is up, just before the app opens the editor or
+    the start page."""
+    open_first_screen = app._open_first_screen
+
+    def post_then_open() -> None:
+        assert isinstance(app.screen, OpeningScreen)
+        for event in typed:
+            app.post_message(event)
+        open_first_screen()
+
+    app._open_first_screen = post_then_open
+
+
 async def test_keys_pressed_before_the_editor_is_in_are_replayed_to_it_in_order(tmp_path: Path):
     """While the opening screen is up (the editor still loading) keys and pasted text have nothing to go to: they
     are kept and reach the editor once its first field has focus."""
     from textual import events
 
     app = make_app(tmp_path, write_preset(tmp_path / "c.toml"))
-    open_first_screen = app._open_first_screen
-
-    def type_ahead_then_open() -> None:
-        assert isinstance(app.screen, OpeningScreen)
-        for key in ("pagedown", "pagedown", "pagedown", "pagedown", "pagedown", "tab", "end", "ctrl+u"):
-            app.post_message(events.Key(key, None))
-        app.post_message(events.Paste("8"))
-        open_first_screen()
-
-    app._open_first_screen = type_ahead_then_open
+    keys = ("pagedown", "pagedown", "pagedown", "pagedown", "pagedown", "tab", "end", "ctrl+u")
+    type_ahead(app, *(events.Key(key, None) for key in keys), events.Paste("8"))
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.document is not None and app.document.config.training.batch_size == 8)
         screen = app.screen
@@ -478,13 +484,7 @@ async def test_keys_typed_ahead_reach_the_start_page_too(tmp_path: Path, opened:
     if opened == "a broken file":
         path.write_text("[training]\nbatch_size = 0\n")
     app = make_app(tmp_path, path)
-    open_first_screen = app._open_first_screen
-
-    def type_ahead_then_open() -> None:
-        app.post_message(events.Key("escape" if opened == "a broken file" else "pagedown", None))
-        open_first_screen()
-
-    app._open_first_screen = type_ahead_then_open
+    type_ahead(app, events.Key("escape" if opened == "a broken file" else "pagedown", None))
     async with app.run_test(size=(120, 40)) as pilot:
         if opened == "a broken file":
             await wait_for(pilot, lambda: isinstance(app.screen, StartScreen))
