@@ -106,3 +106,36 @@ def test_two_processes_train_one_run(tiny_sd15: Path, dataset: Path, tmp_path: P
     assert [Path(event["path"]).name for event in of_type(run, "save")] == ["tiny.safetensors"]
     assert sorted(path.name for path in (run / "output").iterdir()) == ["tiny.safetensors"]
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def test_two_processes_train_a_last_batch_too_small_to_split(tiny_sd15: Path, tmp_path: Path):
+    """Remainder "partial": the last batch of 3 images has 1 image for 2 processes; the process without an image
+    still joins the step (share 0) instead of leaving the other waiting in DDP's all-reduce."""
+    from tui_trainer.devkit.datasets import make_dataset
+
+    data = make_dataset(tmp_path / "data", ((64, 64, 3),))
+    path = config(tmp_path, tiny_sd15, data, training={"batch_size": "1", "max_steps": "4", "bucket_remainder": '"partial"'},
+                  distributed="num_processes = 2\ntimeout_minutes = 2")
+    finished = cli("train", str(path))
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    run = only_run(tmp_path)
+    assert of_type(run, "start")[0]["steps_per_epoch"] == 2
+    assert [event["step"] for event in of_type(run, "step")] == [1, 2, 3, 4]
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def test_a_stalled_process_fails_the_run_naming_the_phase(tiny_sd15: Path, dataset: Path, tmp_path: Path):
+    """Process 1 stops answering while caching latents: process 0 gives up after distributed.timeout_minutes with an
+    error that names the phase, and the run ends failed instead of hanging."""
+    path = config(tmp_path, tiny_sd15, dataset, training={"batch_size": "1", "max_steps": "3"},
+                  distributed="num_processes = 2\ntimeout_minutes = 0.5")
+    started = time.monotonic()
+    failed = cli("train", str(path), env={"TUI_TRAINER_TEST_STALL": "1:latent caching"})
+    assert failed.returncode != 0
+    assert time.monotonic() - started < TIMEOUT_S - 30
+    run = only_run(tmp_path)
+    (error,) = of_type(run, "error")
+    assert "process 0 of 2 waited in vain for the others during latent caching" in error["message"]
+    assert "distributed.timeout_minutes" in error["hint"]
+    assert not of_type(run, "step")
+    assert json.loads((run / "status.json").read_text())["state"] == "failed"

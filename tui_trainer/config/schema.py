@@ -529,6 +529,9 @@ class DistributedConfig(Section):
     """Processes (one per GPU); above 1 launches through `accelerate launch`."""
     mixed_precision: MixedPrecision | None = None
     """accelerate mixed precision (no, fp16, bf16); absent = from model.train_dtype."""
+    timeout_minutes: float = Field(default=30.0, gt=0, le=1440)
+    """How long a process waits for the others at a collective before the run fails naming the phase (raise it
+    when the main process samples or backs up for longer)."""
 
 
 METHOD_OUTPUT_FORMATS: dict[Method, tuple[OutputFormat, ...]] = {

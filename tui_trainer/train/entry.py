@@ -35,7 +35,9 @@ from tui_trainer.train.backup import Backup, backup_name, check_backup, list_bac
 from tui_trainer.train.caching import LatentCache, TextCache, fill_latent_cache, latent_variants, module_identity
 from tui_trainer.train.control import Control, Moment, stop_signals
 from tui_trainer.train.dataset import EpochBatches
-from tui_trainer.train.launching import is_main_process
+from tui_trainer.train.distributed import Processes, process_group_kwargs
+from tui_trainer.train.errors import TrainError
+from tui_trainer.train.launching import RANK_ENV, is_main_process
 from tui_trainer.train.loading import TEXT_ENCODER_PARTS, ModelLoadError, compute_dtype, input_dtype, load_model
 from tui_trainer.train.ema import averaged, build_ema
 from tui_trainer.train.family_steps import family_steps
@@ -72,14 +74,6 @@ ATTENTION: dict[AttentionBackend, Any] = {
     AttentionBackend.EAGER: lambda unet: unet.set_default_attn_processor(),
 }
 """How each attention backend is switched on (diffusers uses SDPA by default)."""
-
-
-class TrainError(Exception):
-    """A run cannot go on; `hint` says what to do."""
-
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message)
-        self.hint = hint
 
 
 def config_hash(config: TrainConfig) -> str:
@@ -134,6 +128,9 @@ class TrainRecipe:
         self.batch_index = 0
         self.smoothing = [0.0, 0.0]
         self.control: Control | None = None
+        self.processes: Processes | None = None
+        self.shares: list[float] = []
+        """This process's share of each batch of the epoch (its images x processes / the batch's images)."""
         self.end_fields: dict[str, Any] = {}
 
     def setup(self) -> None:
@@ -145,13 +142,16 @@ class TrainRecipe:
             raise TrainError("; ".join(problems), "fix the config and start again")
         self.accelerator = self._setup_accelerator()
         self.device = self.accelerator.device
+        self.processes = Processes(self.accelerator.process_index, self.accelerator.num_processes, self.config.distributed.timeout_minutes)
         self.report = self._setup_data()
         resumed = self._setup_resume() if self.resume else None
         set_seed(self.config.training.seed)
         self.noise_rng = torch.Generator(device=self.device).manual_seed(self.config.training.seed)
+        self.processes.enter("model loading")
         self._setup_model()
         self._emit_start()
         self._setup_caches()
+        self.processes.enter("model set-up (DDP)")
         self._setup_optimizer()
         accelerator = self.accelerator
         self.control = Control(self.config, self.run, is_main=accelerator.is_main_process, num_processes=accelerator.num_processes, device=self.device)
@@ -177,6 +177,7 @@ class TrainRecipe:
         accelerator = Accelerator(
             mixed_precision=mixed.value, cpu=not torch.cuda.is_available(),
             log_with="tensorboard" if training.tensorboard else None, project_config=project,
+            kwargs_handlers=[process_group_kwargs(self.config.distributed.timeout_minutes)],
         )
         if training.tensorboard:
             accelerator.init_trackers("scalars")
@@ -237,23 +238,32 @@ class TrainRecipe:
 
     def _setup_caches(self) -> None:
         training, concepts = self.config.training, self.config.concepts
+        processes = self.processes
         if training.cache_latents:
+            processes.enter("latent caching")
             self.monitor.status(RunState.CACHING, step=0)
             vae = self.model.vae
             if any(concept.crop_jitter for concept in concepts):
                 self.monitor.warning("crop_jitter with cache_latents: each image keeps one random crop for the whole run")
             cache = LatentCache(self.cache_dir, module_identity(vae))
-            self.bad_paths |= fill_latent_cache(
-                cache, latent_variants(self.report.items, concepts, training.seed), lambda pixels: self.steps.encode(vae, pixels),
+            variants = latent_variants(self.report.items, concepts, training.seed)
+            if processes.several:
+                self.monitor.line(f"caching latents: {len(variants)} split over {processes.count} processes (progress of this one)")
+            # Each process encodes its own share into the shared cache folder, then all read every latent from it.
+            bad = fill_latent_cache(
+                cache, variants[processes.rank :: processes.count], lambda pixels: self.steps.encode(vae, pixels),
                 training.batch_size, lambda done, total, hits: self.monitor.cache_progress("latents", done, total, hits),
                 self._skip,
             )
+            processes.barrier()
+            self.bad_paths |= processes.union(bad)
             self.latent_cache = cache
             vae.to("cpu")
         trains_text = any(part.name in TEXT_ENCODER_PARTS for part in self.parts)
         if training.cache_text_encoder_outputs and not trains_text:
             encoders = "".join(module_identity(module) for module in self.model.text_encoders.values())
             self.text_cache = TextCache(self.cache_dir, encoders, self._encode_text_frozen)
+            processes.enter("text caching")
             self._precache_text()
 
     def _precache_text(self) -> None:
@@ -305,9 +315,18 @@ class TrainRecipe:
         return plan_epoch(self.report, epoch, self.config.training.seed, self.report.effective_batch, self.report.remainder)
 
     def _batches(self, epoch: int) -> list[list[Any]]:
-        """This process's slice of each batch of the epoch, without images found unreadable."""
-        rank, processes = self.accelerator.process_index, self.accelerator.num_processes
-        return [[item for item in batch[rank::processes] if str(item.path) not in self.bad_paths] for batch in self._plan(epoch)]
+        """This process's slice of each batch of the epoch, without images found unreadable, and its share of each
+        (self.shares). Every process takes part in every batch that has images, as DDP's all-reduce needs: one
+        whose slice is empty takes one of the batch's images with share 0 (it adds no gradient)."""
+        processes = self.processes
+        self.bad_paths = processes.union(self.bad_paths)
+        slices, self.shares = [], []
+        for batch in self._plan(epoch):
+            usable = [item for item in batch if str(item.path) not in self.bad_paths]
+            mine = usable[processes.rank :: processes.count]
+            self.shares.append(len(mine) * processes.count / len(usable) if usable else 0.0)
+            slices.append(mine or usable[processes.rank % len(usable) :][:1])
+        return slices
 
     def _loader(self, dataset: EpochBatches, start: int = 0) -> Any:
         """The epoch's batches from index `start` on (a resumed run starts inside an epoch)."""
@@ -381,6 +400,7 @@ class TrainRecipe:
             self.sample()
         if self.global_step >= total:
             return "completed"
+        self.processes.enter(f"the step after step {self.global_step}")
         for epoch in range(self.epoch, training.epochs):
             self.epoch = epoch
             batches = self._batches(epoch)
@@ -398,11 +418,18 @@ class TrainRecipe:
                 window = min(accumulation, len(batches) - window_start)
                 sync = index == window_start + window - 1
                 if batch["captions"]:
-                    losses.append(self._micro_step(batch, 1.0 / window, sync, trains_text))
+                    losses.append(self._micro_step(batch, self.shares[index] / window, sync, trains_text))
+                elif self.processes.several and batch["skipped"]:
+                    raise TrainError(
+                        f"every image of process {self.processes.rank}'s part of batch {index} became unreadable "
+                        f"({', '.join(path for path, _ in batch['skipped'])}); the other processes cannot go on without it",
+                        f"fix or remove those images, then `tui-trainer resume {self.run.path}`",
+                    )
                 if not sync or not losses:
                     continue
                 self._optimizer_step()
                 self.global_step += 1
+                self.processes.enter(f"the step after step {self.global_step}")
                 self.batch_index = index + 1
                 timer.tick()
                 loss = float(torch.stack(losses).mean())
@@ -433,6 +460,7 @@ class TrainRecipe:
                 self.control.done(command)
                 return "stopped"
             failure = None
+            self.processes.enter(f"{command.value} at step {self.global_step}")
             try:
                 STEP_ACTIONS[command](self)
             except TrainError as error:
@@ -660,7 +688,7 @@ def train_config(
     """
     if run is None:
         run = create_run_dir(resolve_path(config_path, config.workspace.dir), config.workspace.run_name, config_text)
-    monitor = RunMonitor(run, console=_console(run, console)) if is_main_process() else SilentMonitor(run)
+    monitor = RunMonitor(run, console=_console(run, console)) if is_main_process() else SilentMonitor(run, os.environ.get(RANK_ENV, "?"))
     monitor.status(RunState.STARTING, step=0)
     recipe = TrainRecipe(config, config_path, run, monitor, resume=resume)
     code, state, reason = 1, RunState.FAILED, "error"
@@ -668,6 +696,7 @@ def train_config(
         with stop_signals(recipe.on_signal):
             recipe.setup()
             reason = recipe.train()
+            recipe.processes.enter("the final backup and save")
             recipe.save_checkpoint()
             recipe.save()
             recipe.accelerator.wait_for_everyone()
@@ -680,7 +709,11 @@ def train_config(
         code, state, reason = 130, RunState.STOPPED, "interrupted"
     except Exception as error:  # every failure must reach events.jsonl, not only stderr
         monitor.line(traceback.format_exc().rstrip())
-        monitor.error(f"{type(error).__name__}: {error}", "see train.log for the traceback", step=recipe.global_step)
+        stalled = recipe.processes.failure(error) if recipe.processes is not None else None
+        if stalled is not None:
+            monitor.error(str(stalled), stalled.hint, step=recipe.global_step)
+        else:
+            monitor.error(f"{type(error).__name__}: {error}", "see train.log for the traceback", step=recipe.global_step)
     finally:
         recipe.cleanup()
         monitor.emit("end", f"end: {reason} at step {recipe.global_step}", reason=reason, step=recipe.global_step, **recipe.end_fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from typing import Any, TextIO
@@ -122,12 +123,18 @@ class RunMonitor:
 
 
 class SilentMonitor(RunMonitor):
-    """The monitor of every process but the main one: it reports nothing (one writer per run directory)."""
+    """The monitor of every process but the main one: it writes nothing in the run directory (one writer), and
+its errors go to stderr."""
 
-    def __init__(self, run: RunDir):
+    def __init__(self, run: RunDir, rank: str = "?"):
         self.run = run
+        self.rank = rank
         self.console = None
         self.tracker = None
+
+    def error(self, message: str, hint: str = "", **fields: Any) -> None:
+        """To stderr (train.log or the launcher's terminal), so a failure of this process is not lost."""
+        print(f"process {self.rank}: error: {message}", file=sys.stderr, flush=True)
 
     def line(self, text: str, *, progress: bool = False) -> None:
         """Nothing."""
