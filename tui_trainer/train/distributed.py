@@ -38,6 +38,8 @@ class Processes:
         self.count = count
         self.timeout_minutes = timeout_minutes
         self.phase = "start-up"
+        rank_to_stall, _, self._stall_prefix = os.environ.get(STALL_ENV, "").partition(":")
+        self._stalls = rank_to_stall == str(rank)
 
     @property
     def several(self) -> bool:
@@ -47,9 +49,7 @@ class Processes:
     def enter(self, phase: str) -> None:
         """Name the phase that the next collectives belong to."""
         self.phase = phase
-        stall = os.environ.get(STALL_ENV, "")
-        rank, _, prefix = stall.partition(":")
-        if stall and rank == str(self.rank) and phase.startswith(prefix):
+        if self._stalls and phase.startswith(self._stall_prefix):
             time.sleep(STALL_S)
 
     def barrier(self) -> None:
