@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from tui_trainer.config.enums import RemainderPolicy
 from tui_trainer.data.buckets import batch_bucket, batch_counts, bucket_grids, bucket_sizes, choose_bucket
-from tui_trainer.data.report import ImageItem, bucket_reports
+from tui_trainer.data.items import ImageItem
+from tui_trainer.data.report import bucket_reports
 
 POLICIES = list(RemainderPolicy)
 

@@ -9,12 +9,12 @@ import tomllib
 from pathlib import Path
 
 from tui_trainer.cli import build_parser
-from tui_trainer.devkit.guide_assets import demo_bucket_block, guide_bucket_block
+from tui_trainer.guide_assets import demo_bucket_block, guide_bucket_block
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "guide.md"
 README = ROOT / "README.md"
-REGENERATE = "python -m tui_trainer.devkit.guide_assets --no-screenshots"
+REGENERATE = "python -m tui_trainer.guide_assets --no-screenshots"
 
 
 def test_guide_bucket_table_is_what_the_program_prints_now():
@@ -25,7 +25,7 @@ def test_every_image_the_guide_shows_exists():
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", GUIDE.read_text())
     assert len(images) >= 5
     missing = [image for image in images if not (GUIDE.parent / image).is_file()]
-    assert not missing, f"run `python -m tui_trainer.devkit.guide_assets`: {missing}"
+    assert not missing, f"run `python -m tui_trainer.guide_assets`: {missing}"
 
 
 def test_guide_ends_with_the_cascade_and_pixart_section():

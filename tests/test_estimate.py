@@ -35,7 +35,7 @@ def _tiny_lora_step(optimizer_name: OptimizerName):
     import torch
 
     from tui_trainer.devkit.tiny_models import build_tiny_pipeline
-    from tui_trainer.models.counting import measured_spec
+    from tui_trainer.train.counting import measured_spec
     from tui_trainer.train.optim import build_optimizer
 
     config = make_config(

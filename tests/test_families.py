@@ -76,7 +76,7 @@ def _on_meta(build):
 @pytest.mark.parametrize("key", list(BUILDERS))
 def test_registry_counts_equal_meta_device_builds(key):
     """Every count and adapter layer shape of a part equals the real architecture's."""
-    from tui_trainer.models.counting import measured_part
+    from tui_trainer.train.counting import measured_part
 
     spec, name, build = BUILDERS[key]
     part = spec.parts[name]

@@ -2,10 +2,10 @@
 
 from tui_trainer.data.buckets import bucket_grids, bucket_sizes
 from tui_trainer.data.captions import Captions, read_captions
+from tui_trainer.data.items import ImageItem
 from tui_trainer.data.report import (
     BucketReport,
     DatasetReport,
-    ImageItem,
     build_report,
     format_report,
     plan_epoch,

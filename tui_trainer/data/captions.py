@@ -10,14 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from tui_trainer.config.enums import CaptionSource
 from tui_trainer.config.schema import ConceptConfig
+from tui_trainer.data.items import ImageItem
 from tui_trainer.data.scan import concept_label, examples
-
-if TYPE_CHECKING:
-    from tui_trainer.data.report import ImageItem
 
 
 def format_caption(concept: ConceptConfig, text: str) -> str:

@@ -15,12 +15,25 @@ from typing import Any
 
 from tui_trainer.train.errors import TrainError
 
+RANK_ENV = "RANK"
+"""Set by `accelerate launch` (and torchrun) in every process it starts."""
+
 STALL_ENV = "TUI_TRAINER_TEST_STALL"
 """Test hook, "RANK:PHASE": process RANK sleeps when it enters a phase whose name starts with PHASE."""
 STALL_S = 600.0
 
 PROCESS_GROUP_FAILURE = re.compile(r"timed out|timeout|connection (closed|reset|refused)|pair closure|broken pipe|peer", re.IGNORECASE)
 """How gloo and NCCL word a collective that another process never joined (they raise a bare RuntimeError)."""
+
+
+def in_launched_process() -> bool:
+    """Whether this process is one of several started by `accelerate launch`."""
+    return RANK_ENV in os.environ
+
+
+def is_main_process() -> bool:
+    """Rank 0, or the only process (known before accelerate is set up)."""
+    return os.environ.get(RANK_ENV, "0") == "0"
 
 
 def process_group_kwargs(timeout_minutes: float) -> Any:

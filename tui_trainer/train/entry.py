@@ -35,9 +35,8 @@ from tui_trainer.train.backup import Backup, backup_name, check_backup, list_bac
 from tui_trainer.train.caching import LatentCache, TextCache, fill_latent_cache, latent_variants, module_identity
 from tui_trainer.train.control import Control, Moment, stop_signals
 from tui_trainer.train.dataset import EpochBatches
-from tui_trainer.train.distributed import Processes, process_group_kwargs
+from tui_trainer.train.distributed import RANK_ENV, Processes, is_main_process, process_group_kwargs
 from tui_trainer.train.errors import TrainError
-from tui_trainer.train.launching import RANK_ENV, is_main_process
 from tui_trainer.train.loading import TEXT_ENCODER_PARTS, ModelLoadError, compute_dtype, input_dtype, load_model
 from tui_trainer.train.ema import averaged, build_ema
 from tui_trainer.train.family_steps import family_steps

@@ -17,23 +17,10 @@ from tui_trainer.runs.launch import launch_run, spawn_detached, trainer_command
 from tui_trainer.runs.layout import RunDir, create_run_dir
 from tui_trainer.runs.status import TERMINAL_STATES, read_status
 from tui_trainer.train.control import stop_signals
-
-RANK_ENV = "RANK"
-"""Set by `accelerate launch` (and torchrun) in every process it starts."""
-
+from tui_trainer.train.distributed import in_launched_process
 
 class LaunchError(ValueError):
     """The command line asks for something impossible (the message says what)."""
-
-
-def in_launched_process() -> bool:
-    """Whether this process is one of several started by `accelerate launch`."""
-    return RANK_ENV in os.environ
-
-
-def is_main_process() -> bool:
-    """Rank 0, or the only process (known before accelerate is set up)."""
-    return os.environ.get(RANK_ENV, "0") == "0"
 
 
 def load_train_config(config_path: str | Path) -> TrainConfig:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tui_trainer.tui.document import ConfigDocument
     from tui_trainer.tui.recent import RecentFiles
     from tui_trainer.tui.screens.editor import EditorScreen
+    from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
     from tui_trainer.tui.screens.start import StartScreen
     from tui_trainer.tui.services import Services
 
@@ -224,6 +225,16 @@ class TrainerApp(App[None]):
 
     def on_start_screen_open_file(self, message: StartScreen.OpenFile) -> None:
         self.open_file(message.path)
+
+    def on_run_monitor_screen_show_runs(self, message: RunMonitorScreen.ShowRuns) -> None:
+        """Back to the runs list the run screen was opened from, else a new one of the run's workspace."""
+        from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
+
+        stack = self.screen_stack
+        if len(stack) > 2 and isinstance(stack[-2], RunsBrowserScreen):
+            self.pop_screen()
+        else:
+            self.push_screen(RunsBrowserScreen(message.workspace))
 
     def remember(self, path: Path | None) -> None:
         """Add a file to the recent-files list (never fails the caller)."""

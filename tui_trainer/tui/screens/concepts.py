@@ -8,6 +8,7 @@ from textual.widget import Widget
 
 from tui_trainer.config.schema import ConceptConfig
 from tui_trainer.tui.outline import SECTION_TITLES
+from tui_trainer.tui.screens.record_dialog import RecordDialog
 from tui_trainer.tui.screens.section import SectionPane
 from tui_trainer.tui.widgets.record_list import Column, RecordList
 
@@ -37,4 +38,4 @@ class ConceptsPane(SectionPane):
 
     def extra_widgets(self) -> Iterable[Widget]:
         yield RecordList("concepts", ConceptConfig, self.document.config.concepts, COLUMNS, new_concept,
-                         empty_hint="No concepts yet. Press a to add an image folder.", id="concepts-list")
+                         dialog=RecordDialog, empty_hint="No concepts yet. Press a to add an image folder.", id="concepts-list")

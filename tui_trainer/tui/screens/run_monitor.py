@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
@@ -73,6 +75,13 @@ class RunMonitorScreen(Screen[None]):
         Binding("o", "folder", "Folder", id="run.folder", tooltip="Show the run folder path"),
         Binding("r", "runs", "Runs", id="run.runs", tooltip="Runs of this workspace"),
     ]
+
+    class ShowRuns(Message):
+        """The user asked for the runs list of `workspace` (the app owns the navigation between run screens)."""
+
+        def __init__(self, workspace: Path) -> None:
+            super().__init__()
+            self.workspace = workspace
 
     def __init__(self, run: RunDir, *, poll_interval: float = POLL_S) -> None:
         super().__init__()
@@ -222,11 +231,5 @@ class RunMonitorScreen(Screen[None]):
         self.notify(str(self.run.path), title="Run folder (copied)", timeout=10)
 
     def action_runs(self) -> None:
-        """The runs of this run's workspace."""
-        from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
-
-        stack = self.app.screen_stack
-        if len(stack) > 2 and isinstance(stack[-2], RunsBrowserScreen):
-            self.dismiss()
-        else:
-            self.app.push_screen(RunsBrowserScreen(self.run.path.parent.parent))
+        """The runs of this run's workspace (the app shows them)."""
+        self.post_message(self.ShowRuns(self.run.path.parent.parent))

@@ -8,6 +8,7 @@ from textual.widget import Widget
 
 from tui_trainer.config.schema import SampleConfig
 from tui_trainer.tui.outline import SECTION_TITLES
+from tui_trainer.tui.screens.record_dialog import RecordDialog
 from tui_trainer.tui.screens.section import SectionPane
 from tui_trainer.tui.widgets.record_list import Column, RecordList
 
@@ -42,4 +43,4 @@ class SamplesPane(SectionPane):
 
     def extra_widgets(self) -> Iterable[Widget]:
         yield RecordList("samples", SampleConfig, self.document.config.samples, COLUMNS, new_sample,
-                         empty_hint="No samples yet. Press a to add a prompt.", id="samples-list")
+                         dialog=RecordDialog, empty_hint="No samples yet. Press a to add a prompt.", id="samples-list")

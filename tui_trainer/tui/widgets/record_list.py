@@ -11,13 +11,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
+from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 Column = tuple[str, Callable[[Any], str]]
+RecordDialogFactory = Callable[[str, BaseModel], Screen[BaseModel | None]]
+"""(title, record) -> a screen that edits a copy of the record and dismisses with it (None = cancelled)."""
 
 
 class RecordList(Vertical):
-    """A table of records with keys to change the list; asks a dialog for the record's fields."""
+    """A table of records with keys to change the list; asks the screen `dialog` makes for a record's fields."""
 
     BINDINGS = [
         Binding("a", "add", "Add", id="records.add"),
@@ -42,13 +45,15 @@ class RecordList(Vertical):
             return self.record_list
 
     def __init__(self, key: str, model: type[BaseModel], records: Sequence[BaseModel], columns: Sequence[Column],
-                 new_record: Callable[[int], BaseModel], *, empty_hint: str, id: str | None = None) -> None:
+                 new_record: Callable[[int], BaseModel], *, dialog: RecordDialogFactory, empty_hint: str,
+                 id: str | None = None) -> None:
         super().__init__(id=id, classes="record-list")
         self.key = key
         self.model = model
         self.records = list(records)
         self.columns = list(columns)
         self.new_record = new_record
+        self.dialog = dialog
         self.empty_hint = empty_hint
 
     def compose(self) -> ComposeResult:
@@ -84,18 +89,14 @@ class RecordList(Vertical):
         return self.table.cursor_row if self.records else None
 
     def action_add(self) -> None:
-        from tui_trainer.tui.screens.record_dialog import RecordDialog
-
         draft = self.new_record(len(self.records))
-        self.app.push_screen(RecordDialog(f"New {self.key.rstrip('s')}", draft), partial(self._put, None))
+        self.app.push_screen(self.dialog(f"New {self.key.rstrip('s')}", draft), partial(self._put, None))
 
     def action_edit(self) -> None:
-        from tui_trainer.tui.screens.record_dialog import RecordDialog
-
         index = self._cursor
         if index is None:
             return
-        self.app.push_screen(RecordDialog(f"Edit {self.key.rstrip('s')} {index + 1}", self.records[index]),
+        self.app.push_screen(self.dialog(f"Edit {self.key.rstrip('s')} {index + 1}", self.records[index]),
                              partial(self._put, index))
 
     def _put(self, index: int | None, record: BaseModel | None) -> None:
