@@ -12,7 +12,6 @@ Rounds alternate ours / bare and the median of each is compared. Goal (issue 5):
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import statistics
@@ -25,6 +24,7 @@ import torch
 
 from tui_trainer.atomic import atomic_write_text
 from tui_trainer.config import dump_config, load_config
+from tui_trainer.runs.events import ErrorEvent, StepEvent, read_events
 
 FIGURE = "step overhead: ours vs bare loop, tiny SD1.5 LoRA 64 px batch 2 cached latents"
 GOAL = "<= 1.10"
@@ -66,10 +66,10 @@ def ours(config_path: Path) -> float:
 
     config = load_config(config_path)
     code, run = train_config(config, config_path, dump_config(config), console=None)
-    events = [json.loads(line) for line in run.events_file.read_text().splitlines()]
-    times = [event["time"] for event in events if event["type"] == "step"]
+    events = read_events(run.events_file)
+    times = [event.time for event in events if isinstance(event, StepEvent)]
     if code != 0:
-        raise SystemExit(f"trainer failed: {[e for e in events if e['type'] == 'error']}")
+        raise SystemExit(f"trainer failed: {[e.message for e in events if isinstance(e, ErrorEvent)]}")
     return (times[-1] - times[0]) / (len(times) - 1)
 
 

@@ -70,7 +70,7 @@ def test_detached_run_outlives_its_launcher_and_resumes_after_kill_9_in_a_backup
     assert not of_type(run, "step")  # the launcher returned before any training
 
     wait_for(flag.exists, "the backup of step 4 to pause")
-    assert [event["step"] for event in of_type(run, "step")] == [1, 2, 3, 4]  # trained on after its launcher exited
+    assert [event.step for event in of_type(run, "step")] == [1, 2, 3, 4]  # trained on after its launcher exited
     pid = read_status(RunDir(run))["pid"]
     assert pid != os.getpid() and pid_alive(pid)
     assert main(["resume", str(run)]) == 2  # refused: its trainer is alive
@@ -82,9 +82,9 @@ def test_detached_run_outlives_its_launcher_and_resumes_after_kill_9_in_a_backup
     assert [path for path in backups.iterdir() if path.name.startswith(".step-000004.")]  # the half-written one
 
     assert main(["resume", str(run)]) == 0
-    assert of_type(run, "resume")[-1]["step"] == 2
-    assert [event["step"] for event in of_type(run, "step")] == [1, 2, 3, 4, 3, 4, 5, 6]
-    assert of_type(run, "end")[-1]["reason"] == "completed"
+    assert of_type(run, "resume")[-1].step == 2
+    assert [event.step for event in of_type(run, "step")] == [1, 2, 3, 4, 3, 4, 5, 6]
+    assert of_type(run, "end")[-1].reason == "completed"
     assert sorted(path.name for path in backups.iterdir()) == ["step-000002", "step-000004", "step-000006"]
     assert (run / "output" / "tiny.safetensors").is_file()
     log = (run / "train.log").read_text()
@@ -97,13 +97,13 @@ def test_two_processes_train_one_run(tiny_sd15: Path, dataset: Path, tmp_path: P
     finished = cli("train", str(path))
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     run = only_run(tmp_path)
-    kinds = [event["type"] for event in events(run)]
+    kinds = [event.type for event in events(run)]
     assert kinds.count("start") == 1 and kinds.count("end") == 1
     start = of_type(run, "start")[0]
-    assert start["num_processes"] == 2 and start["effective_batch"] == 2 and start["steps_per_epoch"] == 4
-    assert [event["step"] for event in of_type(run, "step")] == [1, 2, 3]
-    assert [event["step"] for event in of_type(run, "backup")] == [2, 3]
-    assert [Path(event["path"]).name for event in of_type(run, "save")] == ["tiny.safetensors"]
+    assert start.num_processes == 2 and start.effective_batch == 2 and start.steps_per_epoch == 4
+    assert [event.step for event in of_type(run, "step")] == [1, 2, 3]
+    assert [event.step for event in of_type(run, "backup")] == [2, 3]
+    assert [Path(event.path).name for event in of_type(run, "save")] == ["tiny.safetensors"]
     assert sorted(path.name for path in (run / "output").iterdir()) == ["tiny.safetensors"]
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
 
@@ -119,8 +119,8 @@ def test_two_processes_train_a_last_batch_too_small_to_split(tiny_sd15: Path, tm
     finished = cli("train", str(path))
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     run = only_run(tmp_path)
-    assert of_type(run, "start")[0]["steps_per_epoch"] == 2
-    assert [event["step"] for event in of_type(run, "step")] == [1, 2, 3, 4]
+    assert of_type(run, "start")[0].steps_per_epoch == 2
+    assert [event.step for event in of_type(run, "step")] == [1, 2, 3, 4]
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
 
 
@@ -135,7 +135,7 @@ def test_a_stalled_process_fails_the_run_naming_the_phase(tiny_sd15: Path, datas
     assert time.monotonic() - started < TIMEOUT_S - 30
     run = only_run(tmp_path)
     (error,) = of_type(run, "error")
-    assert "process 0 of 2 waited in vain for the others during latent caching" in error["message"]
-    assert "distributed.timeout_minutes" in error["hint"]
+    assert "process 0 of 2 waited in vain for the others during latent caching" in error.message
+    assert "distributed.timeout_minutes" in error.hint
     assert not of_type(run, "step")
     assert json.loads((run / "status.json").read_text())["state"] == "failed"

@@ -14,10 +14,12 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from train_support import write_config
+from tui_trainer.runs.events import Event, StepEvent, read_events
 
 pytestmark = pytest.mark.slow
 
@@ -44,19 +46,18 @@ def config(folder: Path, model: Path, data: Path, *, training: dict[str, str] | 
     return write_config(folder, model, data, extra=extra, workspace=workspace, **tables)
 
 
-def events(run: Path) -> list[dict]:
-    from tui_trainer.runs.events import read_events
-
+def events(run: Path) -> list[Event]:
     return read_events(run / "events.jsonl")
 
 
-def of_type(run: Path, kind: str) -> list[dict]:
-    return [event for event in events(run) if event["type"] == kind]
+def of_type(run: Path, kind: str) -> list[Any]:
+    """The run's events of one JSON "type" (typed: StepEvent for "step", ...)."""
+    return [event for event in events(run) if event.type == kind]
 
 
-def final_steps(run: Path) -> dict[int, dict]:
+def final_steps(run: Path) -> dict[int, StepEvent]:
     """The step events that count: after a resume, a step's last report replaces any earlier one."""
-    return {event["step"]: event for event in of_type(run, "step")}
+    return {event.step: event for event in of_type(run, "step")}
 
 
 def only_run(folder: Path) -> Path:
@@ -73,8 +74,8 @@ def at_steps(actions: dict[int, Callable[[Path], None]]) -> Iterator[None]:
 
     def step(self, event, *args, **kwargs):
         original(self, event, *args, **kwargs)
-        if event["step"] in actions:
-            actions[event["step"]](self.run.path)
+        if event.step in actions:
+            actions[event.step](self.run.path)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(RunMonitor, "step", step)
@@ -129,34 +130,34 @@ def test_stop_and_resume_is_bit_exact(straight: Path, interrupted: Path):
     assert list(resumed_steps) == list(range(1, 13))
     for step in range(1, 13):
         for field in ("loss", "smoothed_loss", "lr", "epoch"):
-            assert resumed_steps[step][field] == straight_steps[step][field], (step, field)
-    assert len({event["lr"]["unet"] for event in straight_steps.values()}) > 6  # the cosine schedule moved
+            assert getattr(resumed_steps[step], field) == getattr(straight_steps[step], field), (step, field)
+    assert len({event.lr["unet"] for event in straight_steps.values()}) > 6  # the cosine schedule moved
 
 
 def test_stop_backs_up_saves_and_ends_then_resume_continues(interrupted: Path):
-    kinds = [event["type"] for event in events(interrupted)]
+    kinds = [event.type for event in events(interrupted)]
     first_end = kinds.index("end")
     stop = events(interrupted)[first_end]
-    assert stop["reason"] == "stopped" and stop["step"] == 5 and stop["command"] == "stop"
-    assert [event["step"] for event in of_type(interrupted, "step")] == list(range(1, 13))
+    assert stop.reason == "stopped" and stop.step == 5 and stop.command == "stop"
+    assert [event.step for event in of_type(interrupted, "step")] == list(range(1, 13))
     (resume,) = of_type(interrupted, "resume")
-    assert resume["step"] == 5 and resume["backup"].endswith("step-000005") and resume["changed"] == []
-    assert resume["epoch"] == 2 and resume["batch_index"] == 1
-    assert of_type(interrupted, "end")[-1]["reason"] == "completed"
+    assert resume.step == 5 and resume.backup.endswith("step-000005") and resume.changed == []
+    assert resume.epoch == 2 and resume.batch_index == 1
+    assert of_type(interrupted, "end")[-1].reason == "completed"
     assert not list((interrupted / "commands").iterdir())
 
 
 def test_commands_sample_backup_save_each_act_within_a_step(interrupted: Path):
     samples = of_type(interrupted, "sample")
-    assert [event["step"] for event in samples] == [0, 2, 4, 6, 8, 10, 12]  # before training, every 2 steps (the command joins step 2)
+    assert [event.step for event in samples] == [0, 2, 4, 6, 8, 10, 12]  # before training, every 2 steps (the command joins step 2)
     for event in samples:
-        (path,) = event["paths"]
-        assert Path(path).name == f"step-{event['step']:06d}-0.png" and Path(path).read_bytes()[:4] == b"\x89PNG"
-        assert event["prompts"] == ["red, circle"]
+        (path,) = event.paths
+        assert Path(path).name == f"step-{event.step:06d}-0.png" and Path(path).read_bytes()[:4] == b"\x89PNG"
+        assert event.prompts == ["red, circle"]
     backups = of_type(interrupted, "backup")
-    assert [event["step"] for event in backups] == [2, 5, 12]
+    assert [event.step for event in backups] == [2, 5, 12]
     saves = of_type(interrupted, "save")
-    assert [Path(event["path"]).name for event in saves] == ["tiny-step-000002.safetensors", "tiny.safetensors", "tiny.safetensors"]
+    assert [Path(event.path).name for event in saves] == ["tiny-step-000002.safetensors", "tiny.safetensors", "tiny.safetensors"]
     assert lora_tensors(interrupted / "output" / "tiny-step-000002.safetensors")
     assert sorted(path.name for path in (interrupted / "backups").iterdir()) == ["step-000002", "step-000005", "step-000012"]
 
@@ -202,32 +203,32 @@ def test_disk_failure_sigterm_resumes_and_more_epochs(tiny_sd15: Path, dataset: 
         assert main(["train", str(path)]) == 1
     run = only_run(tmp_path)
     error = of_type(run, "error")[-1]
-    assert error["step"] == 4 and "No space left on device" in error["message"] and "step 2" in error["hint"]
-    assert of_type(run, "end")[-1]["reason"] == "error"
+    assert error.step == 4 and "No space left on device" in error.message and "step 2" in error.hint
+    assert of_type(run, "end")[-1].reason == "error"
     assert sorted(path.name for path in (run / "backups").iterdir()) == ["step-000002"]
 
     with at_steps({5: lambda run_path: os.kill(os.getpid(), signal.SIGTERM)}):
         assert main(["resume", str(run)]) == 0
     end = of_type(run, "end")[-1]
-    assert end["reason"] == "stopped" and end["signal"] == "SIGTERM" and end["step"] == 5
-    assert of_type(run, "resume")[-1]["step"] == 2
-    assert of_type(run, "backup")[-1]["step"] == 5
+    assert end.reason == "stopped" and end.signal == "SIGTERM" and end.step == 5
+    assert of_type(run, "resume")[-1].step == 2
+    assert of_type(run, "backup")[-1].step == 5
 
     assert main(["resume", str(run)]) == 0
-    assert of_type(run, "end")[-1]["reason"] == "completed" and of_type(run, "end")[-1]["step"] == 8
+    assert of_type(run, "end")[-1].reason == "completed" and of_type(run, "end")[-1].step == 8
 
     refused = config(tmp_path / "smaller-batch", tiny_sd15, dataset, training={"epochs": "2", "batch_size": "1"}, backup=cadence,
                      workspace=tmp_path / "ws")
     assert main(["train", str(refused), "--resume", str(run)]) == 1
-    assert "training.batch_size: 2 -> 1" in of_type(run, "error")[-1]["message"]
+    assert "training.batch_size: 2 -> 1" in of_type(run, "error")[-1].message
 
     longer = config(tmp_path / "longer", tiny_sd15, dataset, backup=cadence, workspace=tmp_path / "ws")
     assert main(["train", str(longer), "--resume", str(run)]) == 0
     resume = of_type(run, "resume")[-1]
-    assert resume["step"] == 8 and resume["changed"] == ["training.epochs"] and resume["total_steps"] == 12
+    assert resume.step == 8 and resume.changed == ["training.epochs"] and resume.total_steps == 12
     steps = final_steps(run)
-    assert list(steps) == list(range(1, 13)) and [steps[step]["epoch"] for step in (4, 5, 8, 9, 12)] == [1, 2, 2, 3, 3]
-    assert of_type(run, "end")[-1]["reason"] == "completed" and "epochs = 3" in (run / "config.toml").read_text()
+    assert list(steps) == list(range(1, 13)) and [steps[step].epoch for step in (4, 5, 8, 9, 12)] == [1, 2, 2, 3, 3]
+    assert of_type(run, "end")[-1].reason == "completed" and "epochs = 3" in (run / "config.toml").read_text()
 
 
 def test_nan_loss_stops_with_an_error_and_keeps_the_last_good_backup(tiny_sd15: Path, dataset: Path, tmp_path: Path):
@@ -247,6 +248,6 @@ def test_nan_loss_stops_with_an_error_and_keeps_the_last_good_backup(tiny_sd15: 
         assert main(["train", str(path)]) == 1
     run = only_run(tmp_path)
     error = of_type(run, "error")[-1]
-    assert error["step"] == 3 and "nan" in error["message"] and "learning_rate" in error["hint"]
+    assert error.step == 3 and "nan" in error.message and "learning_rate" in error.hint
     assert sorted(path.name for path in (run / "backups").iterdir()) == ["step-000002"]
     assert not of_type(run, "save")

@@ -19,7 +19,7 @@ from train_support import write_config
 from tui_support import make_app, screen_text, wait_for
 from tui_trainer.cli import build_parser
 from tui_trainer.runs.commands import Command, send_command
-from tui_trainer.runs.events import read_events
+from tui_trainer.runs.events import StepEvent, read_events
 from tui_trainer.runs.layout import RunDir, list_runs
 from tui_trainer.runs.status import pid_alive, read_status
 from tui_trainer.tui.screens.confirm import ConfirmDialog
@@ -70,7 +70,7 @@ def only_run(workspace: Path) -> RunDir:
 
 
 def steps_written(run: RunDir) -> int:
-    return sum(event["type"] == "step" for event in read_events(run.events_file))
+    return sum(isinstance(event, StepEvent) for event in read_events(run.events_file))
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -114,7 +114,7 @@ async def test_a_real_run_from_the_editor_samples_on_request_and_stops_with_a_fi
             run = screen.run
             steps = steps_written(run)
             assert 0 < steps < 2000 and chart.points == steps
-            assert screen.summary.end["reason"] == "stopped" and screen.summary.backups[-1]["step"] == steps
+            assert screen.summary.end.reason == "stopped" and screen.summary.backups[-1].step == steps
             assert (run.backups_dir / f"step-{steps:06d}").is_dir()
             for command in Command:
                 assert screen.check_action("command", (command.value,)) is None

@@ -18,6 +18,7 @@ from tui_trainer.config import dump_config, load_config, load_preset, parse_conf
 from tui_trainer.config.schema import ConceptConfig
 from tui_trainer.devkit.datasets import make_dataset
 from tui_trainer.runs.commands import Command
+from tui_trainer.runs.events import SampleEvent
 from tui_trainer.runs.layout import RunDir, create_run_dir
 from tui_trainer.runs.status import write_status
 from tui_trainer.runs.summary import RunSummary, latest_samples
@@ -250,6 +251,35 @@ async def test_log_view_tails_train_log_and_keeps_a_capped_number_of_lines(tmp_p
         await wait_for(pilot, lambda: "10:42:01 step 1/10 loss 0.1012" in screen_text(app))
 
 
+async def test_a_newer_trainers_event_kind_and_fields_show_as_text_in_the_log(tmp_path: Path):
+    """Events this viewer does not know never break the screen: each unknown kind is a log line, a known kind's new
+    fields are one log line the first time they appear, and the known fields still show."""
+    fake = FakeRun(tmp_path / "ws")
+    fake.status("training", step=0, total_steps=10)
+    fake.event("start", total_steps=10, epochs=2)
+    fake.event("grad_norm", step=1, norm=1.25)
+    fake.step(1, 0.5, 0.5, ema_loss=0.45)
+    fake.step(2, "0.25", 0.4, ema_loss=0.4)
+    fake.log("12:00:00 step 2/10 loss 0.2500")
+    app = monitor_app(tmp_path, fake.run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await on_monitor(pilot)
+        log = screen.query_one(LogView)
+        await wait_for(pilot, lambda: log.line_count >= 4)
+        unknown = f'event this viewer does not know: {{"type": "grad_norm", "time": {fake.clock - 2.0}, "step": 1, "norm": 1.25}}'
+        assert list(log.lines) == [
+            unknown,
+            'step event with fields this viewer does not know: {"ema_loss": 0.45}',
+            'step event with fields this viewer does not know: {"loss": "0.25", "ema_loss": 0.4}',
+            "12:00:00 step 2/10 loss 0.2500",
+        ]
+        fake.step(3, 0.2, 0.3, ema_loss=0.3)
+        await wait_for(pilot, lambda: "step 3/10" in screen_text(app))
+        assert log.line_count == 4  # the same new field again: no new line
+        assert screen.summary.step == 3 and list(screen.query_one(LossChart).steps) == [1, 3]
+        await wait_for(pilot, lambda: "grad_norm" in screen_text(app))
+
+
 async def test_a_resumed_run_replaces_the_chart_from_the_resumed_step(tmp_path: Path):
     fake = FakeRun(tmp_path / "ws")
     fake.status("training", step=5, total_steps=10)
@@ -350,7 +380,7 @@ def test_latest_samples_prefers_the_sample_event(tmp_path: Path):
     summary = RunSummary()
     (only,) = latest_samples(run, summary, ["a red circle", "a blue square"])
     assert (only.step, only.prompt) == (3, "a blue square")
-    summary.apply({"type": "sample", "time": time.time(), "step": 5, "paths": [str(run.samples_dir / "step-000005-0.png")]})
+    summary.apply(SampleEvent(time=time.time(), step=5, paths=[str(run.samples_dir / "step-000005-0.png")]))
     (only,) = latest_samples(run, summary, ["a red circle", "a blue square"])
     assert (only.step, only.prompt) == (5, "a red circle")
 
@@ -545,29 +575,29 @@ import sys, time
 from pathlib import Path
 from PIL import Image
 from tui_trainer.runs.commands import Command, consume_command, pending_commands
-from tui_trainer.runs.events import EventWriter
+from tui_trainer.runs.events import BackupEvent, EndEvent, EventWriter, SampleEvent, StartEvent, StepEvent
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import write_status
 
 run = RunDir(Path(sys.argv[sys.argv.index("--run-dir") + 1]))
 events = EventWriter(run)
 write_status(run, state="loading", step=0)
-events.emit("start", total_steps=1000, epochs=10, family="sd15", method="lora", device="cpu")
+events.emit(StartEvent(total_steps=1000, epochs=10, family="sd15", method="lora", device="cpu"))
 for step in range(1, 1001):
     time.sleep(0.02)
-    events.emit("step", step=step, total_steps=1000, epoch=1, epochs=10, loss=1 / step, smoothed_loss=1 / step,
-                lr={"unet": 1e-4}, it_per_s=50.0, eta_s=(1000 - step) / 50)
+    events.emit(StepEvent(step=step, total_steps=1000, epoch=1, epochs=10, loss=1 / step, smoothed_loss=1 / step,
+                          lr={"unet": 1e-4}, it_per_s=50.0, eta_s=(1000 - step) / 50))
     write_status(run, state="training", step=step, total_steps=1000)
     for command in pending_commands(run):
         consume_command(run, command)
         if command is Command.SAMPLE:
             path = run.samples_dir / f"step-{step:06d}-0.png"
             Image.new("RGB", (64, 64), "red").save(path)
-            events.emit("sample", step=step, paths=[str(path)])
+            events.emit(SampleEvent(step=step, paths=[str(path)]))
         if command is Command.STOP:
             (run.backups_dir / f"step-{step:06d}").mkdir()
-            events.emit("backup", step=step, path=str(run.backups_dir / f"step-{step:06d}"))
-            events.emit("end", reason="stopped", step=step)
+            events.emit(BackupEvent(step=step, path=str(run.backups_dir / f"step-{step:06d}")))
+            events.emit(EndEvent(reason="stopped", step=step))
             write_status(run, state="finished", step=step)
             sys.exit(0)
 '''

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui_trainer.runs.events import parse_events
+from tui_trainer.runs.events import (
+    BackupEvent, CacheProgressEvent, EndEvent, ErrorEvent, Event, ResumeEvent, SampleEvent, SaveEvent, StartEvent,
+    StepEvent, WarningEvent, parse_events,
+)
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import TERMINAL_STATES, RunState, read_status
 
@@ -72,85 +75,80 @@ class RunSummary:
     last_time: float | None = None
     step_time: float | None = None
     cache: CacheProgress | None = None
-    error: dict[str, Any] | None = None
-    end: dict[str, Any] | None = None
+    error: ErrorEvent | None = None
+    end: EndEvent | None = None
     warnings: int = 0
-    sample_events: list[dict[str, Any]] = field(default_factory=list)
-    backups: list[dict[str, Any]] = field(default_factory=list)
-    saves: list[dict[str, Any]] = field(default_factory=list)
+    sample_events: list[SampleEvent] = field(default_factory=list)
+    backups: list[BackupEvent] = field(default_factory=list)
+    saves: list[SaveEvent] = field(default_factory=list)
 
-    def apply(self, event: dict[str, Any]) -> None:
-        """Fold one event in; unknown types only move the clock."""
-        when = event.get("time")
-        if isinstance(when, (int, float)):
-            self.first_time = when if self.first_time is None else self.first_time
-            self.last_time = when
-        handler = EVENT_HANDLERS.get(event.get("type", ""))
+    def apply(self, event: Event) -> None:
+        """Fold one event in; unknown kinds only move the clock."""
+        if event.time is not None:
+            self.first_time = event.time if self.first_time is None else self.first_time
+            self.last_time = event.time
+        handler = EVENT_HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
 
 
-def _on_start(summary: RunSummary, event: dict[str, Any]) -> None:
-    summary.total_steps = event.get("total_steps", summary.total_steps)
-    summary.epochs = event.get("epochs", summary.epochs)
-    summary.family = event.get("family", summary.family)
-    summary.method = event.get("method", summary.method)
-    summary.device = event.get("device", summary.device)
+def _on_start(summary: RunSummary, event: StartEvent) -> None:
+    summary.total_steps = event.total_steps if event.total_steps is not None else summary.total_steps
+    summary.epochs = event.epochs if event.epochs is not None else summary.epochs
+    summary.family = event.family or summary.family
+    summary.method = event.method or summary.method
+    summary.device = event.device or summary.device
     summary.error = None
     summary.end = None
 
 
-def _on_resume(summary: RunSummary, event: dict[str, Any]) -> None:
-    summary.step = int(event.get("step", summary.step))
-    summary.total_steps = event.get("total_steps", summary.total_steps)
+def _on_resume(summary: RunSummary, event: ResumeEvent) -> None:
+    summary.step = event.step
+    summary.total_steps = event.total_steps if event.total_steps is not None else summary.total_steps
     summary.error = None
     summary.end = None
 
 
-def _on_step(summary: RunSummary, event: dict[str, Any]) -> None:
-    for name in ("step", "total_steps", "epoch", "epochs", "loss", "smoothed_loss", "it_per_s", "eta_s", "vram_bytes"):
-        if name in event:
-            setattr(summary, name, event[name])
-    if isinstance(event.get("lr"), dict):
-        summary.lr = event["lr"]
-    summary.step_time = event.get("time")
+def _on_step(summary: RunSummary, event: StepEvent) -> None:
+    for name in ("step", "total_steps", "epoch", "epochs", "loss", "smoothed_loss", "lr", "it_per_s", "eta_s", "vram_bytes"):
+        setattr(summary, name, getattr(event, name))
+    summary.step_time = event.time
     summary.cache = None
 
 
-def _on_cache_progress(summary: RunSummary, event: dict[str, Any]) -> None:
-    kind, done, total, when = event.get("kind", "?"), int(event.get("done", 0)), int(event.get("total", 0)), event.get("time", 0.0)
-    current = summary.cache
-    if current is None or current.kind != kind or done < current.done:
-        summary.cache = CacheProgress(kind, done, total, int(event.get("hits", 0)), when, done, when)
+def _on_cache_progress(summary: RunSummary, event: CacheProgressEvent) -> None:
+    current, when = summary.cache, event.time or 0.0
+    if current is None or current.kind != event.kind or event.done < current.done:
+        summary.cache = CacheProgress(event.kind, event.done, event.total, event.hits, when, event.done, when)
     else:
-        current.done, current.total, current.hits, current.time = done, total, int(event.get("hits", current.hits)), when
+        current.done, current.total, current.hits, current.time = event.done, event.total, event.hits, when
 
 
-def _on_error(summary: RunSummary, event: dict[str, Any]) -> None:
+def _on_error(summary: RunSummary, event: ErrorEvent) -> None:
     summary.error = event
 
 
-def _on_end(summary: RunSummary, event: dict[str, Any]) -> None:
+def _on_end(summary: RunSummary, event: EndEvent) -> None:
     summary.end = event
 
 
-def _on_warning(summary: RunSummary, event: dict[str, Any]) -> None:
+def _on_warning(summary: RunSummary, event: WarningEvent) -> None:
     summary.warnings += 1
 
 
-EVENT_HANDLERS: dict[str, Callable[[RunSummary, dict[str, Any]], None]] = {
-    "start": _on_start,
-    "resume": _on_resume,
-    "step": _on_step,
-    "cache_progress": _on_cache_progress,
-    "error": _on_error,
-    "end": _on_end,
-    "warning": _on_warning,
-    "sample": lambda summary, event: summary.sample_events.append(event),
-    "backup": lambda summary, event: summary.backups.append(event),
-    "save": lambda summary, event: summary.saves.append(event),
+EVENT_HANDLERS: dict[type[Event], Callable[[RunSummary, Any], None]] = {
+    StartEvent: _on_start,
+    ResumeEvent: _on_resume,
+    StepEvent: _on_step,
+    CacheProgressEvent: _on_cache_progress,
+    ErrorEvent: _on_error,
+    EndEvent: _on_end,
+    WarningEvent: _on_warning,
+    SampleEvent: lambda summary, event: summary.sample_events.append(event),
+    BackupEvent: lambda summary, event: summary.backups.append(event),
+    SaveEvent: lambda summary, event: summary.saves.append(event),
 }
-"""Event type -> how it changes the summary."""
+"""Event class -> how it changes the summary."""
 
 
 def read_run_config(run: RunDir) -> dict[str, Any]:
@@ -169,11 +167,9 @@ def sample_prompts(config: dict[str, Any]) -> list[str]:
 def latest_samples(run: RunDir, summary: RunSummary, prompts: list[str]) -> list[Sample]:
     """The newest sample set: the last `sample` event's images, else the highest step found in samples/."""
     for event in reversed(summary.sample_events):
-        paths = event.get("paths") or ([event["path"]] if event.get("path") else [])
-        if paths:
-            event_prompts = event.get("prompts") or []
-            return [_sample(Path(path), event_prompts[index] if index < len(event_prompts) else None, prompts, event.get("step"))
-                    for index, path in enumerate(paths)]
+        if event.paths:
+            return [_sample(Path(path), event.prompts[index] if index < len(event.prompts) else None, prompts, event.step)
+                    for index, path in enumerate(event.paths)]
     try:
         names = os.listdir(run.samples_dir)
     except OSError:
@@ -216,7 +212,7 @@ class RunListing:
         return self.state not in TERMINAL_STATES
 
 
-def _lines(chunk: bytes, *, skip_first: bool) -> list[dict[str, Any]]:
+def _lines(chunk: bytes, *, skip_first: bool) -> list[Event]:
     lines = chunk.split(b"\n")
     return parse_events(lines[1:] if skip_first else lines)
 
@@ -225,8 +221,8 @@ def summarize_run(run: RunDir, now: float | None = None) -> RunListing:
     """A run's list line from its config, status.json and both ends of events.jsonl (fast on long runs)."""
     config = read_run_config(run)
     status = read_status(run)
-    head: list[dict[str, Any]] = []
-    tail: list[dict[str, Any]] = []
+    head: list[Event] = []
+    tail: list[Event] = []
     try:
         with open(run.events_file, "rb") as handle:
             head = _lines(handle.read(HEAD_TAIL_BYTES), skip_first=False)

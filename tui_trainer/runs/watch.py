@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tui_trainer.runs.commands import Command, pending_commands
-from tui_trainer.runs.events import EventReader, read_complete_lines
+from tui_trainer.runs.events import Event, EventReader, read_complete_lines
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import read_status
 
@@ -46,7 +46,7 @@ class LogTail:
 class RunUpdate:
     """One look at a run folder."""
 
-    events: list[dict[str, Any]]
+    events: list[Event]
     log_lines: list[str]
     status: dict[str, Any]
     pending: list[Command]

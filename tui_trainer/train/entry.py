@@ -29,6 +29,7 @@ from tui_trainer.data import build_report, plan_epoch, read_captions
 from tui_trainer.data.report import cache_dir_of
 from tui_trainer.config.enums import AttentionBackend, MixedPrecision, TrainDtype, WeightDtype
 from tui_trainer.runs.commands import Command, consume_command, pending_commands
+from tui_trainer.runs.events import BackupEvent, EndEvent, ResumeEvent, SampleEvent, SaveEvent, StartEvent, StepEvent
 from tui_trainer.runs.layout import RunDir, create_run_dir
 from tui_trainer.runs.status import RunState
 from tui_trainer.train.backup import Backup, backup_name, check_backup, list_backups, newest_backup, prune_backups, rng_state, set_rng_state, write_backup
@@ -222,10 +223,7 @@ class TrainRecipe:
 
     def _emit_start(self) -> None:
         report, training = self.report, self.config.training
-        self.monitor.emit(
-            "start",
-            f"run {self.run.name}: {report.total_images} images, {report.steps_per_epoch} steps/epoch, "
-            f"{report.total_steps} steps on {self.device}",
+        self.monitor.emit(StartEvent(
             config_hash=config_hash(self.config), run=self.run.name, method=self.config.method.value,
             family=self.config.model.family.value, base_model=self.config.model.base_model, seed=training.seed,
             device=str(self.device), mixed_precision=self.accelerator.mixed_precision,
@@ -233,7 +231,8 @@ class TrainRecipe:
             batches_per_epoch=report.batches_per_epoch, steps_per_epoch=report.steps_per_epoch,
             total_steps=report.total_steps, effective_batch=report.effective_batch, buckets=_plain(report.buckets),
             trainable_params={part.name: part.num_params for part in self.parts},
-        )
+        ), f"run {self.run.name}: {report.total_images} images, {report.steps_per_epoch} steps/epoch, "
+           f"{report.total_steps} steps on {self.device}")
 
     def _setup_caches(self) -> None:
         training, concepts = self.config.training, self.config.concepts
@@ -477,16 +476,14 @@ class TrainRecipe:
 
     def _emit_step(self, epoch: int, loss: float, smoothed: float, timer: StepTimer, total: int) -> None:
         per_step = timer.seconds_per_step
-        event = {
-            "step": self.global_step, "total_steps": total, "epoch": epoch + 1, "epochs": self.config.training.epochs,
-            "loss": loss, "smoothed_loss": smoothed,
-            "lr": {group["name"]: group["lr"] for group in self.optimizer.param_groups},
-            "it_per_s": 1 / per_step if per_step else None, "s_per_step": per_step,
-            "eta_s": per_step * (total - self.global_step) if per_step else None,
-        }
-        if self.device.type == "cuda":
-            event["vram_bytes"] = torch.cuda.memory_reserved(self.device)
-        self.monitor.step(event)
+        self.monitor.step(StepEvent(
+            step=self.global_step, total_steps=total, epoch=epoch + 1, epochs=self.config.training.epochs,
+            loss=loss, smoothed_loss=smoothed,
+            lr={group["name"]: group["lr"] for group in self.optimizer.param_groups},
+            it_per_s=1 / per_step if per_step else None, s_per_step=per_step,
+            eta_s=per_step * (total - self.global_step) if per_step else None,
+            vram_bytes=torch.cuda.memory_reserved(self.device) if self.device.type == "cuda" else None,
+        ))
 
     def save(self, periodic: bool = False) -> list[SavedFile]:
         """Write the trained model in the configured format (periodic: with the step in its name, then train on);
@@ -508,7 +505,7 @@ class TrainRecipe:
             with averaged(self.ema):
                 saved = self.method.save(self.model, self.parts, config, folder, stem, metadata, self.accelerator.unwrap_model)
         for item in saved:
-            self.monitor.emit("save", f"saved {item.format} {item.path}", path=str(item.path), format=item.format, step=self.global_step)
+            self.monitor.emit(SaveEvent(path=str(item.path), format=item.format, step=self.global_step), f"saved {item.format} {item.path}")
         if periodic:
             self.optimizer.train()
             self.monitor.status(RunState.TRAINING, step=self.global_step)
@@ -538,10 +535,9 @@ class TrainRecipe:
             self.monitor.warning(f"sampling at step {self.global_step} failed: {type(error).__name__}: {error}")
             self.monitor.status(RunState.TRAINING, step=self.global_step)
             return
-        self.monitor.emit(
-            "sample", f"{len(paths)} samples of step {self.global_step} in {self.run.samples_dir}", step=self.global_step,
-            paths=[str(path) for path in paths], prompts=[sample.prompt for sample in self.config.samples],
-        )
+        self.monitor.emit(SampleEvent(
+            step=self.global_step, paths=[str(path) for path in paths], prompts=[sample.prompt for sample in self.config.samples],
+        ), f"{len(paths)} samples of step {self.global_step} in {self.run.samples_dir}")
         self.monitor.status(RunState.TRAINING, step=self.global_step)
 
     def _position(self) -> tuple[int, int, list[list[str]]]:
@@ -576,11 +572,11 @@ class TrainRecipe:
                 f"free disk space, then `tui-trainer resume {self.run.path}` continues from {where}",
             ) from error
         removed = prune_backups(self.run.backups_dir, self.config.backup.rolling_count)
-        self.monitor.emit(
-            "backup", f"backup of step {self.global_step}: {backup.path}", step=self.global_step, path=str(backup.path),
+        self.monitor.emit(BackupEvent(
+            step=self.global_step, path=str(backup.path),
             bytes=sum(file.stat().st_size for file in backup.path.iterdir()), seconds=round(time.perf_counter() - started, 3),
             removed=[str(path) for path in removed],
-        )
+        ), f"backup of step {self.global_step}: {backup.path}")
 
     def _setup_resume(self) -> tuple[Backup, dict[str, torch.Tensor], dict[str, Any], list[str]] | None:
         """The newest complete backup, checked against this config and dataset before the model is loaded."""
@@ -624,11 +620,10 @@ class TrainRecipe:
         self.smoothing, self.started_at = list(state["smoothing"]), state["started_at"]
         if changed and self.accelerator.is_main_process:
             atomic_write_text(self.run.config_file, dump_config(self.config))
-        self.monitor.emit(
-            "resume", f"resumed from {backup.path} at step {self.global_step}" + (f"; changed: {', '.join(changed)}" if changed else ""),
+        self.monitor.emit(ResumeEvent(
             step=self.global_step, epoch=self.epoch + 1, batch_index=self.batch_index, backup=str(backup.path),
             changed=changed, total_steps=self.report.total_steps,
-        )
+        ), f"resumed from {backup.path} at step {self.global_step}" + (f"; changed: {', '.join(changed)}" if changed else ""))
         if self.global_step >= self.report.total_steps:
             self.monitor.warning(f"nothing left to train: step {self.global_step} of {self.report.total_steps}; raise training.epochs to go on")
 
@@ -715,7 +710,7 @@ def train_config(
             monitor.error(f"{type(error).__name__}: {error}", "see train.log for the traceback", step=recipe.global_step)
     finally:
         recipe.cleanup()
-        monitor.emit("end", f"end: {reason} at step {recipe.global_step}", reason=reason, step=recipe.global_step, **recipe.end_fields)
+        monitor.emit(EndEvent(reason=reason, step=recipe.global_step, **recipe.end_fields), f"end: {reason} at step {recipe.global_step}")
         monitor.status(state, step=recipe.global_step)
         monitor.close()
     return code, run

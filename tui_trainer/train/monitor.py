@@ -7,7 +7,7 @@ import time
 from collections import deque
 from typing import Any, TextIO
 
-from tui_trainer.runs.events import EventWriter
+from tui_trainer.runs.events import CacheProgressEvent, ErrorEvent, Event, EventWriter, StepEvent, WarningEvent
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import RunState, write_status
 
@@ -76,42 +76,42 @@ class RunMonitor:
         write_status(self.run, state=state, **fields)
         self._last_status = time.monotonic()
 
-    def emit(self, type: str, text: str | None = None, **fields: Any) -> dict[str, Any]:
-        """Write an event and, if given, a log line."""
-        event = self.events.emit(type, **fields)
+    def emit(self, event: Event, text: str | None = None) -> Event:
+        """Write an event and, if given, a log line; returns the event with its time."""
+        event = self.events.emit(event)
         if text is not None:
             self.line(text)
         return event
 
     def warning(self, message: str, **fields: Any) -> None:
-        """A `warning` event."""
-        self.emit("warning", f"warning: {message}", message=message, **fields)
+        """A `warning` event (`fields`: those of `WarningEvent`)."""
+        self.emit(WarningEvent(message=message, **fields), f"warning: {message}")
 
     def error(self, message: str, hint: str = "", **fields: Any) -> None:
-        """An `error` event."""
-        self.emit("error", f"error: {message}" + (f"\nhint: {hint}" if hint else ""), message=message, hint=hint, **fields)
+        """An `error` event (`fields`: those of `ErrorEvent`)."""
+        self.emit(ErrorEvent(message=message, hint=hint, **fields), f"error: {message}" + (f"\nhint: {hint}" if hint else ""))
 
     def cache_progress(self, kind: str, done: int, total: int, hits: int) -> None:
         """A `cache_progress` event (and a progress line)."""
-        self.events.emit("cache_progress", kind=kind, done=done, total=total, hits=hits)
+        self.events.emit(CacheProgressEvent(kind=kind, done=done, total=total, hits=hits))
         self.line(f"caching {kind} {done}/{total} ({hits} reused)", progress=done < total)
 
-    def step(self, event: dict[str, Any], state: RunState = RunState.TRAINING) -> None:
+    def step(self, event: StepEvent, state: RunState = RunState.TRAINING) -> None:
         """A `step` event, a progress line, TensorBoard scalars and (throttled) status."""
-        self.events.emit("step", **event)
-        lrs = " ".join(f"lr[{name}] {lr:.2e}" for name, lr in event["lr"].items())
+        self.events.emit(event)
+        lrs = " ".join(f"lr[{name}] {lr:.2e}" for name, lr in event.lr.items())
         self.line(
-            f"step {event['step']}/{event['total_steps']} epoch {event['epoch']}/{event['epochs']} "
-            f"loss {event['loss']:.4f} (avg {event['smoothed_loss']:.4f}) {lrs} "
-            f"{event['it_per_s'] or 0:.2f} it/s ETA {format_duration(event['eta_s'])}",
+            f"step {event.step}/{event.total_steps} epoch {event.epoch}/{event.epochs} "
+            f"loss {event.loss:.4f} (avg {event.smoothed_loss:.4f}) {lrs} "
+            f"{event.it_per_s or 0:.2f} it/s ETA {format_duration(event.eta_s)}",
             progress=True,
         )
         if self.tracker is not None:
-            scalars = {"loss": event["loss"], "smoothed_loss": event["smoothed_loss"]}
-            scalars.update({f"lr/{name}": lr for name, lr in event["lr"].items()})
-            self.tracker(scalars, step=event["step"])
-        if time.monotonic() - self._last_status >= STATUS_INTERVAL_S or event["step"] == event["total_steps"]:
-            self.status(state, step=event["step"], epoch=event["epoch"], total_steps=event["total_steps"])
+            scalars = {"loss": event.loss, "smoothed_loss": event.smoothed_loss}
+            scalars.update({f"lr/{name}": lr for name, lr in event.lr.items()})
+            self.tracker(scalars, step=event.step)
+        if time.monotonic() - self._last_status >= STATUS_INTERVAL_S or event.step == event.total_steps:
+            self.status(state, step=event.step, epoch=event.epoch, total_steps=event.total_steps)
 
     def close(self) -> None:
         """Flush and close the files."""
@@ -142,14 +142,14 @@ its errors go to stderr."""
     def status(self, state: RunState, **fields: Any) -> None:
         """Nothing."""
 
-    def emit(self, type: str, text: str | None = None, **fields: Any) -> dict[str, Any]:
+    def emit(self, event: Event, text: str | None = None) -> Event:
         """The event, unwritten."""
-        return {"type": type, **fields}
+        return event
 
     def cache_progress(self, kind: str, done: int, total: int, hits: int) -> None:
         """Nothing."""
 
-    def step(self, event: dict[str, Any], state: RunState = RunState.TRAINING) -> None:
+    def step(self, event: StepEvent, state: RunState = RunState.TRAINING) -> None:
         """Nothing."""
 
     def close(self) -> None:

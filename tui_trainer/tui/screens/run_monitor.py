@@ -19,6 +19,7 @@ from textual.worker import Worker, WorkerState
 
 from tui_trainer.config import load_config
 from tui_trainer.runs.commands import Command, send_command
+from tui_trainer.runs.events import Event, ResumeEvent, StepEvent, UnknownEvent
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import TERMINAL_STATES, RunState
 from tui_trainer.runs.summary import RunSummary, latest_samples, read_run_config, sample_prompts
@@ -96,6 +97,7 @@ class RunMonitorScreen(Screen[None]):
         self.polls = 0
         self._polling = False
         self._samples_seen = 0
+        self._unknown_seen: set[tuple[str, frozenset[str]]] = set()
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="run-header")
@@ -136,17 +138,18 @@ class RunMonitorScreen(Screen[None]):
 
     async def apply(self, update: RunUpdate) -> None:
         """Show one look at the run folder."""
-        chart = self.query_one(LossChart)
+        chart, notes = self.query_one(LossChart), []
         for start in range(0, len(update.events), EVENTS_PER_SLICE):
             for event in update.events[start:start + EVENTS_PER_SLICE]:
                 self.summary.apply(event)
-                if event.get("type") == "step" and isinstance(event.get("loss"), (int, float)):
-                    chart.add(event["step"], event["loss"], event.get("smoothed_loss"))
-                elif event.get("type") == "resume" and isinstance(event.get("step"), int):
-                    chart.truncate(event["step"])
+                if isinstance(event, StepEvent) and event.loss is not None:
+                    chart.add(event.step, event.loss, event.smoothed_loss)
+                elif isinstance(event, ResumeEvent):
+                    chart.truncate(event.step)
+                notes += self._unknown_note(event)
             await asyncio.sleep(0)
         chart.redraw()
-        self.query_one(LogView).add_lines(update.log_lines)
+        self.query_one(LogView).add_lines(notes + update.log_lines)
         state, pending = str(update.status.get("state", self.state)), set(update.pending)
         if state != self.state or pending != self.pending:
             self.state, self.pending = state, pending
@@ -157,6 +160,18 @@ class RunMonitorScreen(Screen[None]):
             self._samples_seen = len(self.summary.sample_events)
             await view.show(latest_samples(self.run, self.summary, self.prompts))
         self.polls += 1
+
+    def _unknown_note(self, event: Event) -> list[str]:
+        """What a newer trainer wrote that this viewer does not know, as a log line: every event of an unknown kind,
+        and the first event of a known kind with each new set of unknown fields."""
+        text = event.unknown_text()
+        if text is None or isinstance(event, UnknownEvent):
+            return [] if text is None else [text]
+        seen = (event.type, frozenset(event.extra))
+        if seen in self._unknown_seen:
+            return []
+        self._unknown_seen.add(seen)
+        return [text]
 
     def _elapsed(self) -> float | None:
         try:
@@ -180,8 +195,7 @@ class RunMonitorScreen(Screen[None]):
         """The error panel's text: the `error` event (message and hint), or a crash note; None when all is well."""
         error = self.summary.error
         if error is not None:
-            hint = error.get("hint") or ""
-            return f"error: {error.get('message', '?')}" + (f"\nhint: {hint}" if hint else "")
+            return f"error: {error.message}" + (f"\nhint: {error.hint}" if error.hint else "")
         if self.state == RunState.CRASHED:
             return ("crashed: the trainer stopped without a final state (killed, or the machine restarted).\n"
                     "hint: resume it from its last backup in the runs list (r, then r on the run).")
