@@ -140,7 +140,7 @@ def test_cascade_caption_reaches_the_prior(tiny) -> None:
     import torch
 
     from tui_trainer.config.schema import TrainingConfig
-    from tui_trainer.train.cascade import cascade_loss, clip_cascade_conditioning
+    from tui_trainer.train.families.stable_cascade import cascade_loss, clip_cascade_conditioning
     from tui_trainer.train.loading import load_model
     from tui_trainer.config import parse_config
 

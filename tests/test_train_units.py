@@ -265,7 +265,9 @@ def test_latent_cache_key_follows_content_bucket_crop_flip_and_vae(tmp_path: Pat
 def test_kohya_keys_for_two_text_encoders_and_alpha():
     import torch
 
+    from tui_trainer.config.enums import Family
     from tui_trainer.config.schema import LoraConfig
+    from tui_trainer.train.families import train_family
     from tui_trainer.train.saving import kohya_state_dict
 
     pair = {"lora_A.weight": torch.ones(4, 8), "lora_B.weight": torch.ones(8, 4)}
@@ -274,7 +276,7 @@ def test_kohya_keys_for_two_text_encoders_and_alpha():
         "text_encoder": {f"encoder.layers.0.self_attn.q_proj.{k}": v for k, v in pair.items()},
         "text_encoder_2": {f"encoder.layers.0.self_attn.q_proj.{k}": v for k, v in pair.items()},
     }
-    converted = kohya_state_dict(state_dicts, LoraConfig(rank=4, alpha=1.0), num_text_encoders=2)
+    converted = kohya_state_dict(state_dicts, LoraConfig(rank=4, alpha=1.0), train_family(Family.SDXL).saving.kohya_prefixes)
     assert set(converted) == {
         f"{prefix}.{name}"
         for prefix in ("lora_unet_mid_block_attentions_0_to_q", "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
@@ -282,7 +284,8 @@ def test_kohya_keys_for_two_text_encoders_and_alpha():
         for name in ("lora_down.weight", "lora_up.weight", "alpha")
     }
     assert float(converted["lora_unet_mid_block_attentions_0_to_q.alpha"]) == 1.0
-    loha = kohya_state_dict({"unet": {"mid_block.attentions.0.to_q.hada_w1_a": torch.ones(2)}}, LoraConfig(type="loha", alpha=3.0), 1)
+    sd15 = train_family(Family.SD15).saving.kohya_prefixes
+    loha = kohya_state_dict({"unet": {"mid_block.attentions.0.to_q.hada_w1_a": torch.ones(2)}}, LoraConfig(type="loha", alpha=3.0), sd15)
     assert set(loha) == {"lora_unet_mid_block_attentions_0_to_q.hada_w1_a", "lora_unet_mid_block_attentions_0_to_q.alpha"}
     assert float(loha["lora_unet_mid_block_attentions_0_to_q.alpha"]) == 3.0
 

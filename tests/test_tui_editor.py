@@ -370,7 +370,7 @@ def test_every_config_field_is_on_a_section():
     from tui_trainer.config.schema import OPTIMIZER_SETTINGS, TrainConfig
     from tui_trainer.tui.screens.editor import SECTIONS
     from tui_trainer.tui.screens.method_specific import METHOD_GROUPS
-    from tui_trainer.tui.screens.scheduler import PART_TITLES
+    from tui_trainer.models.families import FAMILIES
     from tui_trainer.tui.widgets.field_group import editable_fields
 
     shown = set()
@@ -381,7 +381,8 @@ def test_every_config_field_is_on_a_section():
         shown |= {f"{group.prefix}.{name}".lstrip(".") for name in editable_fields(model, group.names)}
     shown |= {f"scheduler.{name}" for name in TrainConfig.model_fields["scheduler"].annotation.model_fields}
     shown |= {f"optimizer.{name}" for name in ("name", "learning_rate")}
-    shown |= {f"{part}.{name}" for part in PART_TITLES for name in TrainConfig.model_fields[part].annotation.model_fields}
+    sections = {part.config_section for spec in FAMILIES.values() for part in spec.trainable_parts}
+    shown |= {f"{part}.{name}" for part in sections for name in TrainConfig.model_fields[part].annotation.model_fields}
     expected = set()
     for section, field in TrainConfig.model_fields.items():
         model = field.annotation

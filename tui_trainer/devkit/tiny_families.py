@@ -7,9 +7,11 @@ few channels each, saved as diffusers folders the trainer loads like real checkp
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tui_trainer.config.enums import Family
 from tui_trainer.devkit.tiny_models import TINY_TEXT_ENCODER, TINY_VAE, tiny_tokenizer
 from tui_trainer.models.architectures import STABLE_CASCADE_C
 
@@ -148,3 +150,29 @@ def save_tiny_family_model(path: str | Path, kind: str, seed: int = 0) -> Path:
     TINY_FAMILY_BUILDERS[kind](tmp, seed)
     tmp.rename(path)
     return path
+
+
+@dataclass(frozen=True)
+class TinyFamilyModel:
+    """The tiny model of one family: its builder's kind and the smallest training side (px) its layout takes."""
+
+    kind: str
+    resolution: int
+
+
+TINY_FAMILY_MODELS: dict[Family, TinyFamilyModel] = {
+    Family.SD15: TinyFamilyModel("sd15", 64),
+    Family.SD2: TinyFamilyModel("sd2", 64),
+    Family.SDXL: TinyFamilyModel("sdxl", 64),
+    Family.PIXART_ALPHA: TinyFamilyModel("pixart", 64),
+    Family.STABLE_CASCADE: TinyFamilyModel("cascade", 128),
+}
+"""The tiny model of every family (the registry completeness test trains each)."""
+
+
+def save_tiny_model(path: str | Path, family: Family, seed: int = 0) -> Path:
+    """The tiny model of `family` as a diffusers folder at `path` (reused if already there)."""
+    from tui_trainer.devkit.tiny_models import save_tiny_pipeline
+
+    kind = TINY_FAMILY_MODELS[Family(family)].kind
+    return save_tiny_family_model(path, kind, seed) if kind in TINY_FAMILY_BUILDERS else save_tiny_pipeline(path, kind, seed)

@@ -115,6 +115,13 @@ class PartSpec:
     """Parameters in nn.Linear weights: the ones nf4 storage quantises (convs, norms, embeddings stay 16-bit)."""
     verified: bool = True
     """The counts are checked against a meta-device build in the tests."""
+    title: str = ""
+    """What the TUI calls it; empty = its name in words."""
+
+    @property
+    def label(self) -> str:
+        """The TUI's name of the part: UNet, Transformer, Text encoder 2, ..."""
+        return self.title or self.name.replace("_", " ").capitalize()
 
     def lora_params_per_rank(self, targets: LoraTargets) -> int:
         """LoRA parameters per unit of rank for a targets preset (0 when the part takes no adapters)."""
@@ -185,6 +192,8 @@ class FamilySpec:
     """Original (A1111 / ComfyUI) single-file checkpoint: part name -> (key layout, key prefix)."""
     embedding_keys: dict[str, str] = field(default_factory=dict)
     """A1111 / ComfyUI textual-inversion file: text encoder part -> tensor key."""
+    own_fields: tuple[str, ...] = ()
+    """Config keys that mean something only for this family; the TUI leaves them out for other families."""
 
     @property
     def denoiser(self) -> PartSpec:
@@ -195,6 +204,11 @@ class FamilySpec:
     def text_encoders(self) -> tuple[PartSpec, ...]:
         """The text encoders, in pipeline order."""
         return tuple(part for part in self.parts.values() if part.role is PartRole.TEXT_ENCODER)
+
+    @property
+    def trainable_parts(self) -> tuple[PartSpec, ...]:
+        """The parts a config section can train, in pipeline order."""
+        return tuple(part for part in self.parts.values() if part.config_section)
 
     @property
     def autoencoder(self) -> PartSpec:
@@ -262,13 +276,13 @@ def _clip_part(name: str, params: int, small: int, factored: int, linear: int, h
 
 def _unet(params: int, small: int, factored: int, linear: int, layers: dict[LoraTargets, tuple[LayerShape, ...]]) -> PartSpec:
     return PartSpec("unet", PartRole.DENOISER, "diffusers.UNet2DConditionModel", params, small, factored, "unet", 0,
-                    UNET_TARGETS, layers, linear_weight_params=linear)
+                    UNET_TARGETS, layers, linear_weight_params=linear, title="UNet")
 
 
 def _cascade_prior(params: int, small: int, factored: int, linear: int,
                    layers: dict[LoraTargets, tuple[LayerShape, ...]]) -> PartSpec:
     return PartSpec("prior", PartRole.DENOISER, "diffusers.StableCascadeUNet", params, small, factored, "unet", 0,
-                    CASCADE_TARGETS, layers, linear_weight_params=linear)
+                    CASCADE_TARGETS, layers, linear_weight_params=linear, title="Prior (stage C)")
 
 
 SD_VAE = PartSpec("vae", PartRole.AUTOENCODER, "diffusers.AutoencoderKL", 83_653_863, 72_935, 54_838_327,
@@ -397,6 +411,7 @@ FAMILIES: dict[Family, FamilySpec] = {
         default_resolution=1024, latent_downscale=8, latent_channels=4, bucket_step=16,
         prediction_type=PredictionType.EPSILON, vae_scaling_factor=0.18215, text_tokens=120,
         activations=ActivationProfile(313_800, 24_000, PIXART_ATTENTION_LEVELS),
+        own_fields=("training.variance_loss",),
         **_SD_VAE_PASSES,
     ),
     Family.STABLE_CASCADE: FamilySpec(
@@ -409,6 +424,7 @@ FAMILIES: dict[Family, FamilySpec] = {
             round(CASCADE_LITE_ACTIVATIONS.checkpointed_bytes_per_latent_pixel * CASCADE_SCALE),
             (SelfAttentionLevel(1, 32, 16), SelfAttentionLevel(2, 32, 48)),
         ),
+        own_fields=("model.effnet_encoder", "model.cascade_decoder"),
         **_SD_VAE_PASSES,
     ),
 }
@@ -418,6 +434,15 @@ FAMILIES: dict[Family, FamilySpec] = {
 def family_spec(family: Family) -> FamilySpec:
     """The registry entry of `family`."""
     return FAMILIES[Family(family)]
+
+
+FAMILY_ONLY_FIELDS = frozenset(key for spec in FAMILIES.values() for key in spec.own_fields)
+"""Config keys that mean something only for some families."""
+
+
+def field_applies(family: Family, key: str) -> bool:
+    """Whether config key `key` means something for `family`."""
+    return key not in FAMILY_ONLY_FIELDS or key in family_spec(family).own_fields
 
 _CASCADE = FAMILIES[Family.STABLE_CASCADE]
 VARIANTS: dict[tuple[Family, str], FamilySpec] = {

@@ -2,7 +2,8 @@
 
 Shape of a torchtune recipe: setup() calls _setup_model / _setup_data / _setup_caches / _setup_optimizer,
 train() runs the epochs, save() writes the model. The method module (train/methods/) decides what trains
-and how it is saved; the family tables (loop.CONDITIONING) decide how captions condition the UNet.
+and how it is saved; the family module (train/families/) decides how captions condition the denoiser,
+what it learns to predict, and how pixels become latents.
 Randomness lives in explicit places only: the seeded torch generator `noise_rng` (noise, timesteps),
 the per-item RNGs of the data pipeline (derived from seed, epoch, batch index) and the global torch RNG
 (adapter init, dropout), seeded once at setup.
@@ -37,13 +38,14 @@ from tui_trainer.train.caching import LatentCache, TextCache, fill_latent_cache,
 from tui_trainer.train.control import Control, Moment, stop_signals
 from tui_trainer.train.dataset import EpochBatches
 from tui_trainer.train.distributed import RANK_ENV, Processes, is_main_process, process_group_kwargs
-from tui_trainer.train.errors import TrainError
-from tui_trainer.train.loading import TEXT_ENCODER_PARTS, ModelLoadError, compute_dtype, input_dtype, load_model
+from tui_trainer.train.errors import ModelLoadError, TrainError
 from tui_trainer.train.ema import averaged, build_ema
-from tui_trainer.train.family_steps import family_steps
+from tui_trainer.train.families import train_family
+from tui_trainer.train.loading import compute_dtype, input_dtype, load_model
 from tui_trainer.train.loop import image_conditions
 from tui_trainer.train.masks import loss_weights
 from tui_trainer.train.methods import SavedFile, backup_state, method_hook, method_module, restore_state
+from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS
 from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer
 from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, build_optimizer
 from tui_trainer.train.resume import config_changes, dataset_fingerprint, plan_paths
@@ -204,7 +206,7 @@ class TrainRecipe:
         self.monitor.status(RunState.LOADING, step=0)
         self.monitor.line(f"loading {self.config.model.base_model}")
         self.model = load_model(self.config, self.config_path)
-        self.steps = family_steps(self.config.model.family)
+        self.steps = train_family(self.config.model.family)
         self.conditioning = self.steps.conditioning
         self.parts = self.method.prepare(self.model, self.config)
         training = self.config.training

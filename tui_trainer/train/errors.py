@@ -9,3 +9,7 @@ class TrainError(Exception):
     def __init__(self, message: str, hint: str = ""):
         super().__init__(message)
         self.hint = hint
+
+
+class ModelLoadError(Exception):
+    """The base model cannot be loaded; the message says why and what to do."""

@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tui_trainer.config.enums import Family, TrainDtype, WeightDtype
+from tui_trainer.config.enums import TrainDtype, WeightDtype
 from tui_trainer.config.io import resolve_path
 from tui_trainer.config.schema import TrainConfig
 from tui_trainer.models.families import family_spec
+from tui_trainer.train.errors import ModelLoadError
+from tui_trainer.train.families import train_family
+from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, ModelParts
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFE_SUFFIXES = (".safetensors", ".sft")
-TEXT_ENCODER_PARTS = ("text_encoder", "text_encoder_2")
-
-SINGLE_FILE_PIPELINES: dict[Family, str] = {
-    Family.SD15: "StableDiffusionPipeline",
-    Family.SD2: "StableDiffusionPipeline",
-    Family.SDXL: "StableDiffusionXLPipeline",
-}
-"""diffusers pipeline class that reads each family's original single-file layout."""
-
-NO_SAFETY_CHECKER = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-PIPELINE_EXTRAS: dict[Family, dict[str, Any]] = {
-    Family.SD15: NO_SAFETY_CHECKER, Family.SD2: NO_SAFETY_CHECKER,
-    Family.STABLE_CASCADE: {"image_encoder": None, "feature_extractor": None},
-}
-"""Components a trainer never needs, left unloaded."""
 
 STORAGE_DTYPES: dict[WeightDtype, torch.dtype | None] = {
     WeightDtype.FLOAT32: torch.float32,
@@ -50,38 +37,6 @@ COMPUTE_DTYPES: dict[TrainDtype, torch.dtype] = {
     TrainDtype.FLOAT16: torch.float16,
     TrainDtype.BFLOAT16: torch.bfloat16,
 }
-
-
-class ModelLoadError(Exception):
-    """The base model cannot be loaded; the message says why and what to do."""
-
-
-@dataclass
-class ModelParts:
-    """The loaded pieces of a diffusion model the trainer works with."""
-
-    family: Family
-    pipeline_class: type
-    unet: torch.nn.Module
-    vae: torch.nn.Module
-    noise_scheduler: Any
-    prediction_type: str
-    text_encoders: dict[str, torch.nn.Module] = field(default_factory=dict)
-    tokenizers: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-    scheduler: Any = None
-    """The base model's own sampling scheduler (saved with full models)."""
-    pipeline_names: dict[str, str | None] = field(default_factory=dict)
-    """Pipeline component name of a part where it differs (unet -> transformer / prior; None = not a component)."""
-
-    def pipeline_components(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
-        """Parts by trainer name -> the pipeline constructor's keyword arguments."""
-        named = {self.pipeline_names.get(name, name): module for name, module in modules.items()}
-        return {name: module for name, module in named.items() if name is not None}
-
-    def part(self, name: str) -> torch.nn.Module:
-        """A model part by name: unet, vae, text_encoder or text_encoder_2."""
-        return self.text_encoders[name] if name in TEXT_ENCODER_PARTS else getattr(self, name)
 
 
 def pickle_refusal(path: str | Path) -> str:
@@ -143,10 +98,10 @@ def _load_pipeline(config: TrainConfig, config_path: str | Path | None, compute:
     import diffusers
 
     value = config.model.base_model
-    family = config.model.family
     dtypes = _part_dtypes(config)
     torch_dtype = {part: _load_dtype(weight, compute) for part, weight in dtypes.items()} | {"default": torch.float32}
-    extras = PIPELINE_EXTRAS.get(family, {})
+    family = train_family(config.model.family)
+    extras = dict(family.pipeline_extras)
     local = resolve_path(config_path, value)
     if local.suffix.lower() in PICKLE_SUFFIXES and not config.model.allow_pickle:
         raise ModelLoadError(pickle_refusal(value))
@@ -155,9 +110,11 @@ def _load_pipeline(config: TrainConfig, config_path: str | Path | None, compute:
             raise ModelLoadError(f"{value}: not a checkpoint; use a .safetensors file or a diffusers folder")
         if _quantization(dtypes, compute) is not None:
             raise ModelLoadError("nf4 weights need a diffusers folder or repo id, not a single file")
-        pipeline_class = getattr(diffusers, SINGLE_FILE_PIPELINES[family])
+        if not family.single_file_pipeline:
+            raise ModelLoadError(f"{value}: {family.family.value} loads from a diffusers folder or repo id here, not a single file")
+        pipeline_class = getattr(diffusers, family.single_file_pipeline)
         # Pickle files reach this only with allow_pickle; diffusers reads them with torch.load(weights_only=True).
-        pipeline = pipeline_class.from_single_file(str(local), dtype=torch_dtype["unet"], **extras)
+        pipeline = pipeline_class.from_single_file(str(local), dtype=torch_dtype[family_spec(family.family).denoiser.name], **extras)
         for part, dtype in torch_dtype.items():
             module = getattr(pipeline, part, None)
             if part != "default" and module is not None:
@@ -207,65 +164,15 @@ def compute_dtype(config: TrainConfig) -> torch.dtype:
     return COMPUTE_DTYPES[config.model.train_dtype]
 
 
-def ddpm_noise_scheduler(scheduler: Any, config: TrainConfig) -> tuple[Any, str]:
-    """A DDPM training scheduler with the model's own betas, and the prediction type (config, else the model's)."""
-    from diffusers import DDPMScheduler
-
-    scheduler_config = dict(scheduler.config)
-    prediction_type = (config.model.prediction_type or scheduler_config.get("prediction_type") or "epsilon")
-    prediction_type = getattr(prediction_type, "value", prediction_type)
-    noise_scheduler = DDPMScheduler.from_config(
-        scheduler_config, prediction_type=prediction_type, rescale_betas_zero_snr=config.model.zero_terminal_snr
-    )
-    return noise_scheduler, prediction_type
-
-
-def effnet_encoder(pipeline: Any, config: TrainConfig, config_path: str | Path | None, dtype: torch.dtype) -> torch.nn.Module:
-    """Stable Cascade's EfficientNet encoder from model.effnet_encoder (else effnet_encoder.safetensors in the model folder)."""
-    from tui_trainer.train.effnet import load_encoder
-
-    default = resolve_path(config_path, config.model.base_model) / "effnet_encoder.safetensors"
-    path = resolve_path(config_path, config.model.effnet_encoder) if config.model.effnet_encoder else default
-    if not path.is_file():
-        raise ModelLoadError(
-            f"Stable Cascade needs its EfficientNet encoder and {path} is not a file; download effnet_encoder.safetensors "
-            "(stabilityai/stable-cascade) and set model.effnet_encoder to it"
-        )
-    return load_encoder(path, dtype)
-
-
-@dataclass(frozen=True)
-class FamilyLoading:
-    """How a family's pipeline becomes ModelParts."""
-
-    autoencoder: Any = lambda pipeline, config, config_path, dtype: pipeline.vae
-    """(pipeline, config, config path, dtype) -> the module that turns pixels into latents."""
-    noise_scheduler: Any = ddpm_noise_scheduler
-    """(the model's scheduler, config) -> (training noise scheduler, prediction type)."""
-    pipeline_names: dict[str, str | None] = field(default_factory=dict)
-    """ModelParts.pipeline_names."""
-
-
-SD_LOADING = FamilyLoading()
-FAMILY_LOADING: dict[Family, FamilyLoading] = {
-    Family.PIXART_ALPHA: FamilyLoading(pipeline_names={"unet": "transformer"}),
-    Family.STABLE_CASCADE: FamilyLoading(
-        autoencoder=effnet_encoder, noise_scheduler=lambda scheduler, config: (scheduler, "epsilon"),
-        pipeline_names={"unet": "prior", "vae": None},
-    ),
-}
-"""Families loaded differently from SD's (VAE, DDPM noise, unet named unet)."""
-
-
 def load_model(config: TrainConfig, config_path: str | Path | None = None) -> ModelParts:
     """Load the configured base model with each part in its configured storage dtype, all frozen."""
     compute = compute_dtype(config)
-    family = FAMILY_LOADING.get(config.model.family, SD_LOADING)
+    family = train_family(config.model.family)
     pipeline, source = _load_pipeline(config, config_path, compute)
     if config.model.vae:
         pipeline.vae = _load_vae(config.model.vae, config_path, _load_dtype(config.model.vae_dtype, compute))
     _apply_fp8(pipeline, _part_dtypes(config), compute)
-    noise_scheduler, prediction_type = family.noise_scheduler(pipeline.scheduler, config)
+    noise_scheduler, prediction_type = family.objective.noise_scheduler(pipeline.scheduler, config)
     parts = ModelParts(
         family=config.model.family,
         pipeline_class=type(pipeline),
@@ -277,7 +184,7 @@ def load_model(config: TrainConfig, config_path: str | Path | None = None) -> Mo
         tokenizers={name: getattr(pipeline, name) for name in ("tokenizer", "tokenizer_2") if getattr(pipeline, name, None) is not None},
         source=source,
         scheduler=pipeline.scheduler,
-        pipeline_names=family.pipeline_names,
+        pipeline_names=dict(family.pipeline_names),
     )
     for module in (parts.unet, parts.vae, *parts.text_encoders.values()):
         module.requires_grad_(False)

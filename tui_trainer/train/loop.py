@@ -7,46 +7,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers.training_utils import compute_snr
 
 from tui_trainer.config.enums import Family, LossType
 from tui_trainer.config.schema import TrainingConfig
 from tui_trainer.models.families import family_spec
-from tui_trainer.train.loading import ModelParts
-
-
-def clip_conditioning(model: ModelParts, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:
-    """SD1 / SD2: the text encoder's last hidden state as the UNet's cross-attention input."""
-    tokenizer = model.tokenizers["tokenizer"]
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-    return {"encoder_hidden_states": model.text_encoders["text_encoder"](ids.to(device))[0]}
-
-
-def clip_pair_conditioning(model: ModelParts, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:
-    """SDXL: both encoders' penultimate hidden states side by side, and the second encoder's pooled projection.
-
-    Written out because diffusers' encode_prompt is a pipeline method; it computes the same tensors."""
-    states = []
-    for tokenizer, encoder in zip(model.tokenizers.values(), model.text_encoders.values(), strict=True):
-        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-        output = encoder(ids.to(device), output_hidden_states=True)
-        states.append(output.hidden_states[-2])
-    return {"encoder_hidden_states": torch.cat(states, dim=-1), "text_embeds": output[0]}
-
-
-CONDITIONING: dict[Family, Callable[[ModelParts, list[str], torch.device], dict[str, torch.Tensor]]] = {
-    Family.SD15: clip_conditioning,
-    Family.SD2: clip_conditioning,
-    Family.SDXL: clip_pair_conditioning,
-}
-"""Captions -> UNet keyword arguments, per family."""
-
-
-def conditioning_for(family: Family) -> Callable[[ModelParts, list[str], torch.device], dict[str, torch.Tensor]]:
-    """The conditioning function of a family (NotImplementedError for families the trainer cannot train yet)."""
-    if family not in CONDITIONING:
-        raise NotImplementedError(f"training family {family.value!r} is not available yet; available: {', '.join(CONDITIONING)}")
-    return CONDITIONING[family]
+from tui_trainer.train.model_parts import ModelParts
 
 
 IMAGE_CONDITIONS: dict[str, Callable[[dict[str, Any]], torch.Tensor]] = {
@@ -120,6 +85,8 @@ def diffusion_loss(
         element = element * weights
     per_sample = element.mean(dim=tuple(range(1, element.ndim)))
     if training.min_snr_gamma:
+        from diffusers.training_utils import compute_snr  # imported here: the module takes seconds to import
+
         snr = compute_snr(scheduler, timesteps)
         snr_weight = SNR_WEIGHTS[prediction_type](snr, training.min_snr_gamma)
         per_sample = per_sample * torch.where(snr == 0, torch.ones_like(snr_weight), snr_weight)

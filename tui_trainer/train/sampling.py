@@ -4,8 +4,8 @@ Sampling never moves the training RNG streams: each image has its own seeded gen
 states are put back afterwards. Parts are switched to eval and back, parts parked on the CPU come to the
 device only for the sampling, and the pipeline is freed before training goes on.
 
-Stable Cascade's trained stage C makes image embeddings; with model.cascade_decoder set, stages B and A (loaded for
-the sampling only) turn them into images. It samples with its own Wuerstchen scheduler (sample.sampler does not apply).
+A family whose pipeline does not make images itself (Stable Cascade's stage C) has a sample decoder that turns its
+output into images; it then samples with the model's own scheduler (sample.sampler does not apply).
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from PIL import Image
 
 from tui_trainer.atomic import atomic_write_bytes
 from tui_trainer.config import TrainConfig, parse_resolution
-from tui_trainer.config.enums import SAMPLERS, Family
+from tui_trainer.config.enums import SAMPLERS
 from tui_trainer.config.schema import SampleConfig
 from tui_trainer.train.backup import rng_state, set_rng_state
-from tui_trainer.train.loading import PIPELINE_EXTRAS, ModelParts, compute_dtype
+from tui_trainer.train.families import train_family
+from tui_trainer.train.loading import compute_dtype
+from tui_trainer.train.model_parts import ModelParts
 
 
 def sample_name(step: int, index: int) -> str:
@@ -63,12 +65,6 @@ def sampling_mode(modules: list[torch.nn.Module], device: torch.device) -> Itera
             torch.cuda.empty_cache()
 
 
-NO_IMAGES: dict[Family, str] = {
-    Family.STABLE_CASCADE: "stage C makes image embeddings; its images need the stage B and A decoders: set model.cascade_decoder "
-    "(e.g. stabilityai/stable-cascade)",
-}
-"""Families whose training pipeline cannot make sample images without model.cascade_decoder, and why."""
-
 DECODER_STEPS = 10
 """Stage B's denoising steps (Stable Cascade's default; the sample's steps and cfg drive stage C)."""
 
@@ -76,58 +72,38 @@ EXTRA_INPUTS: dict[str, Callable[[tuple[int, int]], dict[str, Any]]] = {
     "StableDiffusionInpaintPipeline": lambda size: {
         "image": Image.new("RGB", size, (127, 127, 127)), "mask_image": Image.new("L", size, 255),
     },
-    "PixArtAlphaPipeline": lambda size: {"use_resolution_binning": False, "clean_caption": False},
 }
 """Pipeline class name -> extra call arguments: an inpainting model samples with the whole image masked (text to
-image); PixArt samples at exactly the asked size, its prompt as written."""
+image). The family's own extra arguments come from its sample_inputs."""
 
 
 def sampling_problem(config: TrainConfig) -> str | None:
     """Why samples cannot be made for the config's model (None when they can)."""
-    return None if config.model.cascade_decoder else NO_IMAGES.get(config.model.family)
+    return train_family(config.model.family).sampling_problem(config)
 
 
-@contextlib.contextmanager
-def stage_decoder(config: TrainConfig, device: torch.device) -> Iterator[Any]:
-    """Stable Cascade's stage B + A pipeline from model.cascade_decoder on `device` (None for other families), off the
-    device afterwards. Assembled from its components: diffusers cannot find PaellaVQModel by the name in model_index.json."""
-    if config.model.family != Family.STABLE_CASCADE:
-        yield None
-        return
-    from diffusers import DDPMWuerstchenScheduler, StableCascadeDecoderPipeline, StableCascadeUNet
-    from diffusers.pipelines.deprecated.wuerstchen import PaellaVQModel
-    from transformers import AutoTokenizer, CLIPTextModelWithProjection
-
-    source, dtype = config.model.cascade_decoder, compute_dtype(config)
-    decoder = StableCascadeDecoderPipeline(
-        decoder=StableCascadeUNet.from_pretrained(source, subfolder="decoder", torch_dtype=dtype),
-        text_encoder=CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype),
-        tokenizer=AutoTokenizer.from_pretrained(source, subfolder="tokenizer"),
-        scheduler=DDPMWuerstchenScheduler.from_pretrained(source, subfolder="scheduler"),
-        vqgan=PaellaVQModel.from_pretrained(source, subfolder="vqgan", torch_dtype=dtype),
-    ).to(device)
-    decoder.set_progress_bar_config(disable=True)
-    try:
-        yield decoder
-    finally:
-        decoder.to("cpu")
+def sample_decoder(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The family's decoder of the sampling pipeline's output on `device` (None: the pipeline makes images)."""
+    decoder = train_family(config.model.family).sample_decoder
+    return contextlib.nullcontext() if decoder is None else decoder(config, device, compute_dtype(config))
 
 
 def build_pipeline(model: ModelParts, unwrap: Callable[[torch.nn.Module], torch.nn.Module], scheduler: Any) -> Any:
     """The family's pipeline around the live (trained) modules."""
     modules = {"vae": model.vae, "unet": unwrap(model.unet), **{name: unwrap(module) for name, module in model.text_encoders.items()}}
     components = {**model.pipeline_components(modules), **model.tokenizers, "scheduler": scheduler}
-    pipeline = model.pipeline_class(**components, **PIPELINE_EXTRAS.get(model.family, {}))
+    pipeline = model.pipeline_class(**components, **train_family(model.family).pipeline_extras)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
 
 def generate(
     pipeline: Any, sample: SampleConfig, size: tuple[int, int], device: torch.device, prompts: Callable[[list[str]], list[str]],
-    decoder: Any = None,
+    decoder: Any = None, family_inputs: Callable[[tuple[int, int]], dict[str, Any]] = lambda size: {},
 ) -> Any:
     """One PIL image of `sample`; `prompts` turns the prompt into what the text encoders read (the method's captions hook,
-    e.g. an embedding's placeholder expanded to its vector tokens); the negative prompt is used as written. With a
+    e.g. an embedding's placeholder expanded to its vector tokens); the negative prompt is used as written;
+    `family_inputs` are the family's extra call arguments. With a
     `decoder` (Stable Cascade) the pipeline's image embeddings go through it, with the prompt as written."""
     generator = torch.Generator(device=device).manual_seed(sample.seed)
     width, height = sample.width or size[0], sample.height or size[1]
@@ -135,7 +111,7 @@ def generate(
     output = pipeline(
         prompt=prompt, negative_prompt=sample.negative_prompt, width=width, height=height,
         num_inference_steps=sample.steps, guidance_scale=sample.cfg, generator=generator,
-        **EXTRA_INPUTS.get(type(pipeline).__name__, lambda size: {})((width, height)),
+        **EXTRA_INPUTS.get(type(pipeline).__name__, lambda size: {})((width, height)), **family_inputs((width, height)),
     )
     if decoder is None:
         return output.images[0]
@@ -156,12 +132,12 @@ def make_samples(
     modules = [model.vae, unwrap(model.unet), *(unwrap(module) for module in model.text_encoders.values())]
     size = default_size(config)
     paths = []
-    with sampling_mode(modules, device), torch.no_grad(), autocast(), stage_decoder(config, device) as decoder:
+    with sampling_mode(modules, device), torch.no_grad(), autocast(), sample_decoder(config, device) as decoder:
         for index, sample in enumerate(config.samples):
             noise = model.noise_scheduler
             scheduler = sampler(sample.sampler, noise) if decoder is None else type(noise).from_config(noise.config)
             pipeline = build_pipeline(model, unwrap, scheduler)
-            image = generate(pipeline, sample, size, device, prompts, decoder)
+            image = generate(pipeline, sample, size, device, prompts, decoder, train_family(model.family).sample_inputs)
             del pipeline
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,35 +18,9 @@ from diffusers.utils import convert_state_dict_to_kohya
 from safetensors.torch import save as safetensors_bytes
 
 from tui_trainer.atomic import atomic_write_bytes
-from tui_trainer.config.enums import Family, LoraType
+from tui_trainer.config.enums import LoraType
 from tui_trainer.config.schema import LoraConfig, TrainConfig
-
-BASE_MODEL_VERSIONS: dict[Family, str] = {
-    Family.SD15: "sd_v1",
-    Family.SD2: "sd_v2",
-    Family.SDXL: "sdxl_base_v1-0",
-    Family.PIXART_ALPHA: "pixart_alpha",
-    Family.STABLE_CASCADE: "stable_cascade",
-}
-"""kohya's ss_base_model_version per family."""
-
-MODELSPEC_ARCHITECTURES: dict[Family, str] = {
-    Family.SD15: "stable-diffusion-v1",
-    Family.SD2: "stable-diffusion-v2-768-v",
-    Family.SDXL: "stable-diffusion-xl-v1-base",
-    Family.PIXART_ALPHA: "pixart-alpha",
-    Family.STABLE_CASCADE: "stable-cascade-v1-prior",
-}
-"""modelspec.architecture (the SAI model spec ComfyUI and A1111 read) per family, before '/lora'."""
-
-KOHYA_FAMILIES = frozenset({Family.SD15, Family.SD2, Family.SDXL})
-"""Families whose LoRAs have a kohya key layout here (PixArt-alpha and Stable Cascade LoRAs are written as diffusers)."""
-
-KOHYA_TEXT_ENCODER_PREFIXES: dict[int, dict[str, str]] = {
-    1: {"text_encoder": "lora_te"},
-    2: {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"},
-}
-"""kohya key prefix of each text encoder, by how many text encoders the model has."""
+from tui_trainer.train.families import train_family
 
 PEFT_PREFIXES: dict[str, str] = {"unet": "unet", "text_encoder": "text_encoder.text_model", "text_encoder_2": "text_encoder_2.text_model"}
 """Module-path prefix per part in the original (kohya / A1111) naming; transformers 5's CLIPTextModel state
@@ -58,15 +33,16 @@ def kohya_metadata(config: TrainConfig, config_text: str, **totals: Any) -> dict
     unet_lr = config.learning_rate_for(config.unet)
     te_lr = config.learning_rate_for(config.text_encoder)
     network_module = {LoraType.LORA: "networks.lora"}.get(config.lora.type, "lycoris.kohya")
+    facts = train_family(config.model.family).saving
     values: dict[str, Any] = {
         "ss_network_module": network_module,
         "ss_network_dim": config.lora.rank,
         "ss_network_alpha": config.lora.alpha,
         "ss_network_dropout": config.lora.dropout,
         "ss_network_args": f'{{"algo": "{config.lora.type.value}"}}',
-        "ss_base_model_version": BASE_MODEL_VERSIONS[config.model.family],
+        "ss_base_model_version": facts.base_model_version,
         "ss_sd_model_name": config.model.base_model,
-        "ss_v2": config.model.family is Family.SD2,
+        "ss_v2": facts.kohya_v2,
         "ss_resolution": config.training.resolution,
         "ss_batch_size_per_device": config.training.batch_size,
         "ss_gradient_accumulation_steps": config.training.gradient_accumulation,
@@ -85,7 +61,7 @@ def kohya_metadata(config: TrainConfig, config_text: str, **totals: Any) -> dict
         "ss_cache_latents": config.training.cache_latents,
         "ss_output_name": config.save.filename_prefix or config.workspace.run_name,
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": f"{MODELSPEC_ARCHITECTURES[config.model.family]}/lora",
+        "modelspec.architecture": f"{facts.modelspec_architecture}/lora",
         "modelspec.implementation": "https://github.com/huggingface/diffusers",
         "modelspec.title": config.save.filename_prefix or config.workspace.run_name,
         "modelspec.resolution": config.training.resolution,
@@ -114,15 +90,15 @@ def _lycoris_keys(state_dicts: dict[str, dict[str, torch.Tensor]], prefixes: dic
 
 
 def kohya_state_dict(
-    state_dicts: dict[str, dict[str, torch.Tensor]], lora: LoraConfig, num_text_encoders: int
+    state_dicts: dict[str, dict[str, torch.Tensor]], lora: LoraConfig, prefixes: Mapping[str, str]
 ) -> dict[str, torch.Tensor]:
-    """peft adapter state dicts per part -> one kohya state dict with lora_unet_* / lora_te*_ keys and alphas."""
-    prefixes = {"unet": "lora_unet", **KOHYA_TEXT_ENCODER_PREFIXES[max(num_text_encoders, 1)]}
+    """peft adapter state dicts per part -> one kohya state dict with the family's key prefix per part
+    (lora_unet_*, lora_te_* / lora_te1_*, ...) and alphas."""
     if lora.type is LoraType.LORA:
         converted = convert_state_dict_to_kohya(_prefixed(state_dicts))
-        renames = {"lora_te1_": prefixes["text_encoder"] + "_"} if num_text_encoders == 1 else {}
-        for old, new in renames.items():
-            converted = {key.replace(old, new, 1) if key.startswith(old) else key: value for key, value in converted.items()}
+        # diffusers' converter names the first text encoder lora_te1 whatever the model.
+        old, new = "lora_te1_", prefixes.get("text_encoder", "lora_te1") + "_"
+        converted = {key.replace(old, new, 1) if key.startswith(old) else key: value for key, value in converted.items()}
     else:
         converted = _lycoris_keys(state_dicts, prefixes)
         converted.update({f"{key.rsplit('.', 1)[0]}.alpha": torch.tensor(0.0) for key in list(converted)})
@@ -132,10 +108,10 @@ def kohya_state_dict(
 
 
 def save_kohya(
-    state_dicts: dict[str, dict[str, torch.Tensor]], path: Path, metadata: dict[str, str], lora: LoraConfig, num_text_encoders: int
+    state_dicts: dict[str, dict[str, torch.Tensor]], path: Path, metadata: dict[str, str], lora: LoraConfig, prefixes: Mapping[str, str]
 ) -> Path:
     """Write a kohya-format LoRA file atomically."""
-    tensors = kohya_state_dict(state_dicts, lora, num_text_encoders)
+    tensors = kohya_state_dict(state_dicts, lora, prefixes)
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
     return path
 

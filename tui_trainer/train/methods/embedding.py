@@ -18,7 +18,7 @@ from tui_trainer.atomic import atomic_write_bytes
 from tui_trainer.config.enums import WeightDtype
 from tui_trainer.config.schema import PartTrainingConfig, TrainConfig
 from tui_trainer.models.families import family_spec
-from tui_trainer.train.loading import ModelParts
+from tui_trainer.train.model_parts import ModelParts
 from tui_trainer.train.methods import SavedFile, TrainablePart
 
 TOKENIZERS = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2"}

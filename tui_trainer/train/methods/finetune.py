@@ -17,7 +17,8 @@ from safetensors.torch import save_file
 from tui_trainer.config.enums import OutputFormat, WeightDtype
 from tui_trainer.config.schema import TrainConfig
 from tui_trainer.models.families import family_spec
-from tui_trainer.train.loading import PIPELINE_EXTRAS, TEXT_ENCODER_PARTS, ModelParts
+from tui_trainer.train.families import train_family
+from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, ModelParts
 from tui_trainer.train.methods import SavedFile, TrainablePart
 from tui_trainer.train.methods.lora import part_configs
 from tui_trainer.train.original_layout import single_file_state_dict
@@ -68,7 +69,7 @@ def full_model(model: ModelParts, parts: list[TrainablePart], unwrap: Callable) 
 
 def save_pipeline(model: ModelParts, modules: dict[str, torch.nn.Module], path: Path) -> Path:
     """A diffusers pipeline folder (safetensors) of the base model with the trained parts."""
-    pipeline = model.pipeline_class(**model.pipeline_components(modules), **model.tokenizers, scheduler=model.scheduler, **PIPELINE_EXTRAS.get(model.family, {}))
+    pipeline = model.pipeline_class(**model.pipeline_components(modules), **model.tokenizers, scheduler=model.scheduler, **train_family(model.family).pipeline_extras)
     return write_folder_atomically(path, lambda tmp: pipeline.save_pretrained(tmp, safe_serialization=True))
 
 

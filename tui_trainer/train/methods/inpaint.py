@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tui_trainer.config.enums import OutputFormat
 from tui_trainer.config.schema import TrainConfig
 from tui_trainer.models.families import family_spec
-from tui_trainer.train.loading import ModelParts
+from tui_trainer.train.model_parts import ModelParts
 from tui_trainer.train.loop import encode_latents
 from tui_trainer.train.masks import MaskSource
 from tui_trainer.train.methods import SavedFile, TrainablePart, finetune, lora

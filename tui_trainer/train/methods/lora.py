@@ -13,7 +13,8 @@ from tui_trainer.config.enums import LoraType, OutputFormat
 from tui_trainer.config.schema import LoraConfig, TrainConfig
 from tui_trainer.models.families import family_spec
 from tui_trainer.train import saving
-from tui_trainer.train.loading import ModelParts
+from tui_trainer.train.families import train_family
+from tui_trainer.train.model_parts import ModelParts
 from tui_trainer.train.methods import SavedFile, TrainablePart
 
 ADAPTERS: dict[LoraType, Callable[[LoraConfig, list[str]], peft.PeftConfig]] = {
@@ -46,7 +47,7 @@ def check(config: TrainConfig) -> list[str]:
     problems = []
     if config.lora.type not in FORMATS.get(config.output_format, frozenset()):
         problems.append(f"workspace.output_format {config.output_format.value!r} cannot hold {config.lora.type.value}; use 'kohya'")
-    if config.output_format is OutputFormat.KOHYA and config.model.family not in saving.KOHYA_FAMILIES:
+    if config.output_format is OutputFormat.KOHYA and not train_family(config.model.family).saving.kohya_prefixes:
         problems.append(f"workspace.output_format 'kohya' has no key layout for {config.model.family.value} here; use 'diffusers'")
     if not any(part.train for part in part_configs(config).values()):
         problems.append("nothing to train: set unet.train or text_encoder.train to true")
@@ -88,7 +89,7 @@ def save(
     fmt = config.output_format
     if fmt is OutputFormat.KOHYA:
         path = folder / f"{stem}.safetensors"
-        saving.save_kohya(state_dicts, path, metadata, config.lora, num_text_encoders=len(model.text_encoders))
+        saving.save_kohya(state_dicts, path, metadata, config.lora, train_family(model.family).saving.kohya_prefixes)
     else:
         path = folder / stem
         names = {part.name: model.pipeline_names.get(part.name, part.name) for part in parts}

@@ -1,18 +1,12 @@
-"""Scheduler & learning rates: the schedule, and per part (UNet, text encoders) whether, how long and at which LR."""
+"""Scheduler & learning rates: the schedule, and per trainable part of the family whether, how long and at which LR."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tui_trainer.config.enums import Family
+from tui_trainer.models.families import spec_for_model
 from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import Group, SectionPane
-
-PART_TITLES: dict[str, str] = {"unet": "UNet", "text_encoder": "Text encoder", "text_encoder_2": "Text encoder 2"}
-"""Trainable parts and their titles."""
-
-FAMILY_PARTS: dict[Family, tuple[str, ...]] = {Family.SDXL: ("unet", "text_encoder", "text_encoder_2")}
-"""Parts per family when not just the UNet and one text encoder."""
 
 
 class SchedulerPane(SectionPane):
@@ -25,5 +19,6 @@ class SchedulerPane(SectionPane):
     def groups(self) -> Iterable[Group]:
         yield Group("Schedule", "scheduler")
         yield Group("Global", "optimizer", ("learning_rate",))
-        for part in FAMILY_PARTS.get(self.document.config.model.family, ("unet", "text_encoder")):
-            yield Group(PART_TITLES[part], part)
+        model = self.document.config.model
+        for part in spec_for_model(model.family, model.base_model).trainable_parts:
+            yield Group(part.label, part.config_section)

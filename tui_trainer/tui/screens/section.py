@@ -11,17 +11,9 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 
-from tui_trainer.config.enums import Family
+from tui_trainer.models.families import field_applies
 from tui_trainer.tui.document import ConfigDocument
 from tui_trainer.tui.widgets.field_group import FieldGroup, editable_fields
-
-FAMILY_ONLY_FIELDS: dict[str, frozenset[Family]] = {
-    "model.effnet_encoder": frozenset({Family.STABLE_CASCADE}),
-    "model.cascade_decoder": frozenset({Family.STABLE_CASCADE}),
-    "training.variance_loss": frozenset({Family.PIXART_ALPHA}),
-}
-"""Fields that mean something only for some families; the panes of other families leave them out."""
-
 
 @dataclass(frozen=True)
 class Group:
@@ -76,7 +68,7 @@ class SectionPane(VerticalScroll):
         for group in self.groups():
             owner = self.document.node(f"{group.prefix}.x")[0] if group.prefix else self.document.config
             names = [name for name in editable_fields(type(owner), group.names)
-                     if family in FAMILY_ONLY_FIELDS.get(f"{group.prefix}.{name}".lstrip("."), {family})]
+                     if field_applies(family, f"{group.prefix}.{name}".lstrip("."))]
             if names:
                 yield FieldGroup(group.title, group.prefix, owner, names)
 

@@ -1,4 +1,4 @@
-"""PixArt-alpha's training step: T5 conditioning, size conditioning, and the loss on the 8-channel output.
+"""PixArt-alpha: T5 conditioning, size conditioning, and the loss on the transformer's 8-channel output.
 
 The transformer predicts noise (first half of its channels) and a learned-range variance (second half):
 the noise half takes the usual loss; `training.variance_loss` adds the variational-bound term that trains
@@ -12,10 +12,12 @@ from typing import Any
 
 import torch
 
+from tui_trainer.config.enums import Family
 from tui_trainer.config.schema import TrainingConfig
 from tui_trainer.models.families import family_spec
-from tui_trainer.train.loading import ModelParts
-from tui_trainer.train.loop import add_noise, diffusion_loss
+from tui_trainer.train.families.base import NOISE_PREDICTION, SavingFacts, TrainFamily
+from tui_trainer.train.loop import add_noise, diffusion_loss, encode_latents
+from tui_trainer.train.model_parts import ModelParts
 
 MAX_TOKENS = 120
 """PixArt-alpha's T5 sequence length."""
@@ -91,3 +93,16 @@ def pixart_loss(
     if training.variance_loss and variance is not None:
         loss = loss + variance_bound(scheduler, latents, noisy, timesteps, epsilon, variance).mean()
     return loss
+
+
+PIXART_ALPHA = TrainFamily(
+    family=Family.PIXART_ALPHA,
+    objective=NOISE_PREDICTION,
+    conditioning=t5_conditioning,
+    loss=pixart_loss,
+    encode=encode_latents,
+    saving=SavingFacts("pixart_alpha", "pixart-alpha"),
+    pipeline_names={"unet": "transformer"},
+    sample_inputs=lambda size: {"use_resolution_binning": False, "clean_caption": False},
+)
+"""PixArt samples at exactly the asked size, its prompt as written."""

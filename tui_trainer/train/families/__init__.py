@@ -1,0 +1,21 @@
+"""The train-side family registry: one module per family, one row here."""
+
+from __future__ import annotations
+
+from tui_trainer.config.enums import Family
+from tui_trainer.train.families.base import TrainFamily
+from tui_trainer.train.families.pixart_alpha import PIXART_ALPHA
+from tui_trainer.train.families.sd2 import SD2
+from tui_trainer.train.families.sd15 import SD15
+from tui_trainer.train.families.sdxl import SDXL
+from tui_trainer.train.families.stable_cascade import STABLE_CASCADE
+
+TRAIN_FAMILIES: dict[Family, TrainFamily] = {
+    family.family: family for family in (SD15, SD2, SDXL, PIXART_ALPHA, STABLE_CASCADE)
+}
+"""Every family the trainer can train."""
+
+
+def train_family(family: Family) -> TrainFamily:
+    """The trainer's module of `family`."""
+    return TRAIN_FAMILIES[Family(family)]

@@ -1,0 +1,40 @@
+"""The loaded model the trainer works with: its parts by name, tokenizers and schedulers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tui_trainer.config.enums import Family
+
+TEXT_ENCODER_PARTS = ("text_encoder", "text_encoder_2")
+
+
+@dataclass
+class ModelParts:
+    """The loaded pieces of a diffusion model the trainer works with."""
+
+    family: Family
+    pipeline_class: type
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    noise_scheduler: Any
+    prediction_type: str
+    text_encoders: dict[str, torch.nn.Module] = field(default_factory=dict)
+    tokenizers: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    scheduler: Any = None
+    """The base model's own sampling scheduler (saved with full models)."""
+    pipeline_names: dict[str, str | None] = field(default_factory=dict)
+    """Pipeline component name of a part where it differs (unet -> transformer / prior; None = not a component)."""
+
+    def pipeline_components(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+        """Parts by trainer name -> the pipeline constructor's keyword arguments."""
+        named = {self.pipeline_names.get(name, name): module for name, module in modules.items()}
+        return {name: module for name, module in named.items() if name is not None}
+
+    def part(self, name: str) -> torch.nn.Module:
+        """A model part by name: unet, vae, text_encoder or text_encoder_2."""
+        return self.text_encoders[name] if name in TEXT_ENCODER_PARTS else getattr(self, name)
