@@ -1,9 +1,9 @@
-"""Presets: one TOML file per family x method, shipped inside the package."""
+"""Presets: one TOML file per family x method, in the top-level presets/ folder, shipped as the package data of
+`tui_trainer.presets` (setup.py maps that package to the folder, in the wheel and in an editable install)."""
 
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
 
 from tui_trainer.config.errors import ConfigError, ConfigProblem
 from tui_trainer.config.io import parse_config
@@ -29,8 +29,3 @@ def preset_text(name: str) -> str:
 def load_preset(name: str) -> TrainConfig:
     """A preset as a validated config."""
     return parse_config(preset_text(name), f"preset {name}")
-
-
-def preset_path(name: str) -> Path:
-    """Filesystem path of a preset (for display)."""
-    return Path(str(resources.files(PRESETS_PACKAGE).joinpath(f"{name}.toml")))
