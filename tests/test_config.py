@@ -71,7 +71,10 @@ BAD_CONFIGS = [
     ("unknown top key", 'methd = "lora"\n' + BASE, "c.toml: methd: unknown key; did you mean 'method'?"),
     ("wrong type", BASE + '[training]\nbatch_size = "two"\n', "c.toml: training.batch_size: 'two' has the wrong type; expected an integer"),
     ("lr range", BASE + "[optimizer]\nlearning_rate = 5.0\n", "c.toml: optimizer.learning_rate: 5.0 is out of range; allowed: > 0 and <= 1"),
-    ("part lr range", BASE + "[unet]\nlearning_rate = -1e-4\n", "c.toml: unet.learning_rate: -0.0001 is out of range; allowed: > 0 and <= 1"),
+    ("part lr range", BASE + "[parts.denoiser]\nlearning_rate = -1e-4\n",
+     "c.toml: parts.denoiser.learning_rate: -0.0001 is out of range; allowed: > 0 and <= 1"),
+    ("old part lr range", BASE + "[unet]\nlearning_rate = -1e-4\n",
+     "c.toml: parts.denoiser.learning_rate: -0.0001 is out of range; allowed: > 0 and <= 1 (written as [unet] in this version 1 file)"),
     ("batch 0", BASE + "[training]\nbatch_size = 0\n", "c.toml: training.batch_size: 0 is out of range; allowed: >= 1 and <= 256"),
     ("bad enum", BASE + '[training]\nbucket_remainder = "dropp"\n', "c.toml: training.bucket_remainder: 'dropp' is not allowed; allowed: drop, repeat, partial"),
     ("bad family", BASE + 'family = "sd3"\n', "c.toml: model.family: 'sd3' is not allowed; allowed: sd15, sd2, sdxl, pixart_alpha, stable_cascade"),
@@ -107,7 +110,7 @@ BAD_CONFIGS = [
         BASE + "[optimizer.settings.adamw]\nbeta = 0.9\n",
         "c.toml: optimizer.settings.adamw.beta: unknown key; did you mean 'optimizer.settings.adamw.beta2'?",
     ),
-    ("newer version", "version = 7\n" + BASE, "c.toml: version: 7 is newer than this tui-trainer reads (1); upgrade tui-trainer"),
+    ("newer version", "version = 7\n" + BASE, "c.toml: version: 7 is newer than this tui-trainer reads (2); upgrade tui-trainer"),
     (
         "run name",
         BASE + '[workspace]\nrun_name = "my run"\n',
@@ -163,15 +166,18 @@ def test_resolution_forms():
 
 
 def test_migrations_upgrade_older_versions(monkeypatch: pytest.MonkeyPatch):
-    def rename_bs(document: dict) -> dict:
+    def rename_bs(document: dict) -> list[str]:
         training = document.setdefault("training", {})
         training["batch_size"] = training.pop("batch", 1)
-        return document
+        return ["training.batch -> training.batch_size"]
 
-    monkeypatch.setattr(config_io, "CONFIG_VERSION", 2)
-    monkeypatch.setattr(config_io, "MIGRATIONS", {1: rename_bs})
-    migrated = config_io.migrate({"version": 1, "training": {"batch": 3}})
-    assert migrated == {"version": 2, "training": {"batch_size": 3}}
+    monkeypatch.setattr(config_io, "CONFIG_VERSION", 3)
+    monkeypatch.setattr(config_io, "MIGRATIONS", {1: lambda document: [], 2: rename_bs})
+    original = {"version": 1, "training": {"batch": 3}}
+    migrated = config_io.migrate(original)
+    assert migrated.document == {"version": 3, "training": {"batch_size": 3}}
+    assert migrated.changes == ["training.batch -> training.batch_size"] and migrated.from_version == 1
+    assert original == {"version": 1, "training": {"batch": 3}}
 
 
 def test_save_is_atomic_and_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

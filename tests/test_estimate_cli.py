@@ -93,7 +93,7 @@ def test_cli_estimate_text(sdxl_config, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["estimate", str(sdxl_config), "--gpu-memory", "6GiB"]) == 0
     out = capsys.readouterr().out
-    assert "does NOT fit" in out and "to use less VRAM:" in out and "model.unet_dtype = 'nf4'" in out
+    assert "does NOT fit" in out and "to use less VRAM:" in out and "parts.denoiser.dtype = 'nf4'" in out
     assert main(["estimate", str(sdxl_config)]) == 0
     assert "budget: none (no NVIDIA GPU detected" in capsys.readouterr().out
 

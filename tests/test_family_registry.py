@@ -66,13 +66,13 @@ def _config(folder: Path, family: Family, method: Method, model: Path, data: Pat
 
     document = {
         "method": method.value,
-        "model": {"family": family.value, "base_model": str(model), "unet_dtype": "float32", "text_encoder_dtype": "float32",
-                  "train_dtype": "float32"},
+        "version": 2,
+        "model": {"family": family.value, "base_model": str(model), "train_dtype": "float32"},
+        "parts": {"denoiser": {"dtype": "float32"}, "text_encoder": {"dtype": "float32", "train": False}},
         "workspace": {"dir": str(folder / "ws"), "run_name": "tiny", "output_format": "diffusers"},
         "training": {"resolution": str(TINY_FAMILY_MODELS[family].resolution), "batch_size": 2, "max_steps": 2, "seed": 3,
                      "dataloader_workers": 0, "tensorboard": False, "gradient_checkpointing": False},
         "optimizer": {"learning_rate": 0.002},
-        "text_encoder": {"train": False},
         "lora": {"rank": 4, "alpha": 4.0},
         "sampling": {"every": 0}, "backup": {"every": 0},
         "concepts": [{"name": "shapes", "path": str(data)}],

@@ -45,7 +45,8 @@ def preset_config(folder: Path, preset: str, model: Path, data: Path, **changes:
 
     document = config_to_dict(load_preset(preset))
     _merge(document, {
-        "model": {"base_model": str(model), "unet_dtype": "float32", "text_encoder_dtype": "float32", "train_dtype": "float32"},
+        "model": {"base_model": str(model), "train_dtype": "float32"},
+        "parts": {table: {"dtype": "float32"} for table in ("denoiser", "text_encoder", "text_encoder_2")},
         "workspace": {"dir": str(folder / "ws"), "run_name": "tiny"},
         "training": {"resolution": "64", "batch_size": 2, "gradient_accumulation": 1, "max_steps": 2, "seed": 3,
                      "dataloader_workers": 0, "tensorboard": False},
@@ -108,7 +109,7 @@ def test_lora_presets_load_with_load_lora_weights(preset, kind, tiny_model_dir, 
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     model = tiny_model_dir(kind)
-    recipe = train(preset_config(tmp_path, preset, model, dataset, text_encoder={"train": True}, text_encoder_2={"train": True},
+    recipe = train(preset_config(tmp_path, preset, model, dataset, parts={"text_encoder": {"train": True}, "text_encoder_2": {"train": True}},
                                  training={"masked_training": True, "unmasked_probability": 0.0}))
     (saved,) = recipe.saved
     pipeline = load_pipeline(kind, model)

@@ -94,10 +94,14 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     from tui_trainer.config import ConfigError, validate_file
 
     try:
-        config, problems = validate_file(args.config)
+        config, problems, migrated = validate_file(args.config)
     except ConfigError as error:
         _print_problems(error.problems)
         return EXIT_USAGE
+    if migrated.changes:
+        print(f"{args.config}: version {migrated.from_version} config, read as version {config.version}:")
+        print("\n".join(f"  migrated {change}" for change in migrated.changes))
+        print("  (the file is unchanged; saving it from the TUI writes the new format)")
     if problems:
         _print_problems(problems)
         return EXIT_USAGE

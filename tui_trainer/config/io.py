@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,50 +16,119 @@ from tui_trainer.atomic import atomic_write_text
 from tui_trainer.config.errors import ConfigError, ConfigProblem, problems_from_validation
 from tui_trainer.config.schema import CONFIG_VERSION, TrainConfig
 
-Migration = Callable[[dict[str, Any]], dict[str, Any]]
+Migration = Callable[[dict[str, Any]], list[str]]
+"""Turns a version-N document into version N+1 in place; returns what it changed, one line per change."""
 
-MIGRATIONS: dict[int, Migration] = {}
-"""Version N -> function turning a version-N document into a version N+1 document."""
+PART_TABLES_V1 = {"unet": "denoiser", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2"}
+"""Version 1's part tables -> their [parts.*] table."""
+PART_DTYPES_V1 = {"unet_dtype": ("denoiser",), "text_encoder_dtype": ("text_encoder", "text_encoder_2")}
+"""Version 1's model.*_dtype keys -> the parts whose dtype they set."""
 
 
-def migrate(document: dict[str, Any], file: str = "") -> dict[str, Any]:
-    """Upgrade a raw config document to the current version, one migration at a time."""
-    version = document.get("version", CONFIG_VERSION)
+def parts_as_tables(document: dict[str, Any]) -> list[str]:
+    """Version 1 -> 2: [unet] / [text_encoder] / [text_encoder_2] and model.unet_dtype / text_encoder_dtype become
+    [parts.denoiser] / [parts.text_encoder] / [parts.text_encoder_2] tables with their dtype."""
+    parts = document.get("parts", {})
+    if not isinstance(parts, dict):
+        return []
+    notes = []
+    for old, new in PART_TABLES_V1.items():
+        if old in document:
+            table = document.pop(old)
+            parts[new] = {**table, **parts.get(new, {})} if isinstance(table, dict) else table
+            notes.append(f"[{old}] -> [parts.{new}]")
+    model = document.get("model")
+    for old, news in PART_DTYPES_V1.items():
+        if isinstance(model, dict) and old in model:
+            value = model.pop(old)
+            for new in news:
+                table = parts.setdefault(new, {})
+                if isinstance(table, dict):
+                    table.setdefault("dtype", value)
+            notes.append(f"model.{old} -> " + ", ".join(f"parts.{new}.dtype" for new in news))
+    if parts:
+        document["parts"] = parts
+    return notes
+
+
+MIGRATIONS: dict[int, Migration] = {1: parts_as_tables}
+"""Version N -> the migration turning a version-N document into a version N+1 document."""
+
+FIRST_VERSION = 1
+"""The version of a document that names none (hand-written files; every file tui-trainer writes names its version)."""
+
+
+@dataclass(frozen=True)
+class MigratedDocument:
+    """A raw config document upgraded to the current version, and what the upgrade changed."""
+
+    document: dict[str, Any]
+    changes: list[str]
+    from_version: int
+
+
+def migrate(document: dict[str, Any], file: str = "") -> MigratedDocument:
+    """Upgrade a raw config document to the current version, one migration at a time (the input is not changed)."""
+    version = document.get("version", FIRST_VERSION)
     if not isinstance(version, int) or isinstance(version, bool):
         raise ConfigError([ConfigProblem(file, "version", f"{version!r} has the wrong type; expected an integer")])
     if version > CONFIG_VERSION:
         raise ConfigError(
             [ConfigProblem(file, "version", f"{version} is newer than this tui-trainer reads ({CONFIG_VERSION}); upgrade tui-trainer")]
         )
+    start, document, changes = version, copy.deepcopy(document), []
     while version < CONFIG_VERSION:
         step = MIGRATIONS.get(version)
         if step is None:
             raise ConfigError([ConfigProblem(file, "version", f"no migration from version {version}; allowed: 1 to {CONFIG_VERSION}")])
-        document = step(dict(document))
+        changes += step(document)
         version += 1
         document["version"] = version
-    return document
+    return MigratedDocument(document, changes, start)
 
 
-def parse_config(text: str, file: str = "") -> TrainConfig:
-    """Parse TOML text into a validated TrainConfig; raise ConfigError naming `file`."""
+def parse_config_migrated(text: str, file: str = "") -> tuple[TrainConfig, MigratedDocument]:
+    """Parse TOML text into a validated TrainConfig, with what upgrading it to the current version changed."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([ConfigProblem(file, "", f"TOML syntax error: {error}")]) from None
-    return config_from_dict(migrate(document, file), file)
+    return config_from_dict(document, file), migrate(document, file)
+
+
+def _as_written(problem: ConfigProblem, migrated: MigratedDocument) -> ConfigProblem:
+    """A problem of a migrated key, saying where the file wrote it ('... (written as [unet] in this version 1 file)')."""
+    for change in migrated.changes:
+        old, new = change.split(" -> ")
+        for target in new.split(", "):
+            if problem.key == target.strip("[]") or problem.key.startswith(target.strip("[]") + "."):
+                where = f"written as {old} in this version {migrated.from_version} file"
+                return ConfigProblem(problem.file, problem.key, f"{problem.message} ({where})")
+    return problem
+
+
+def parse_config(text: str, file: str = "") -> TrainConfig:
+    """Parse TOML text (of any version this tui-trainer reads) into a validated TrainConfig; raise ConfigError naming `file`."""
+    return parse_config_migrated(text, file)[0]
 
 
 def config_from_dict(document: dict[str, Any], file: str = "") -> TrainConfig:
-    """Validate a (current-version) document; raise ConfigError naming `file`."""
+    """Validate a raw document of any version this tui-trainer reads (migrated first); raise ConfigError naming `file`."""
+    migrated = migrate(document, file)
     try:
-        return TrainConfig.model_validate(document)
+        return TrainConfig.model_validate(migrated.document)
     except ValidationError as error:
-        raise ConfigError(problems_from_validation(TrainConfig, error, file)) from None
+        problems = problems_from_validation(TrainConfig, error, file)
+        raise ConfigError([_as_written(problem, migrated) for problem in problems]) from None
 
 
 def load_config(path: str | Path) -> TrainConfig:
     """Load and validate a config file."""
+    return load_config_migrated(path)[0]
+
+
+def load_config_migrated(path: str | Path) -> tuple[TrainConfig, MigratedDocument]:
+    """Load and validate a config file, with what upgrading it to the current version changed."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -65,7 +136,7 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ConfigError([ConfigProblem(str(path), "", f"cannot read: {error.strerror or error}")]) from None
     except UnicodeDecodeError:
         raise ConfigError([ConfigProblem(str(path), "", "is not UTF-8 text")]) from None
-    return parse_config(text, str(path))
+    return parse_config_migrated(text, str(path))
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -148,7 +219,7 @@ def check_paths(config: TrainConfig, config_file: str | Path | None) -> list[Con
     return problems
 
 
-def validate_file(path: str | Path) -> tuple[TrainConfig, list[ConfigProblem]]:
-    """Load a config and check its paths; raise ConfigError if it does not parse."""
-    config = load_config(path)
-    return config, check_paths(config, path)
+def validate_file(path: str | Path) -> tuple[TrainConfig, list[ConfigProblem], MigratedDocument]:
+    """Load a config and check its paths (and say what upgrading it changed); raise ConfigError if it does not parse."""
+    config, migrated = load_config_migrated(path)
+    return config, check_paths(config, path), migrated

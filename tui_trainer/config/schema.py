@@ -7,7 +7,7 @@ prints it into docs/config.md. TOML has no null, so "unset" is an absent key (No
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -35,7 +35,7 @@ from tui_trainer.config.enums import (
     WeightDtype,
 )
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 
 LearningRate = Annotated[float, Field(gt=0, le=1)]
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -82,10 +82,6 @@ class ModelConfig(Section):
     """Force epsilon or v_prediction; absent = read from the model's scheduler config."""
     zero_terminal_snr: bool = False
     """Rescale the noise schedule to zero terminal SNR (for v-prediction models)."""
-    unet_dtype: WeightDtype = WeightDtype.FLOAT16
-    """Storage dtype of the UNet / transformer weights."""
-    text_encoder_dtype: WeightDtype = WeightDtype.FLOAT16
-    """Storage dtype of the text encoder weights."""
     vae_dtype: WeightDtype = WeightDtype.FLOAT32
     """Storage dtype of the VAE weights."""
     train_dtype: TrainDtype = TrainDtype.FLOAT16
@@ -440,8 +436,8 @@ class SchedulerConfig(Section):
         return value
 
 
-class PartTrainingConfig(Section):
-    """Whether and how long one model part (UNet or a text encoder) trains."""
+class PartConfig(Section):
+    """One model part (the denoiser or a text encoder): its weight dtype, and whether, how long and at which LR it trains."""
 
     train: bool = True
     """Train this part (LoRA adapters, or full weights for finetune)."""
@@ -451,6 +447,8 @@ class PartTrainingConfig(Section):
     """Train for this many units, then freeze (with train_for_unit epochs or steps)."""
     train_for_unit: TrainForUnit = TrainForUnit.ALWAYS
     """epochs, steps, never or always (the whole run)."""
+    dtype: WeightDtype = WeightDtype.FLOAT16
+    """Storage dtype of its weights (float32, float16, bfloat16, float8, nf4)."""
 
     def trains_at(self, step: int, epoch: int) -> bool:
         """Whether this part trains at a given 0-based step and epoch."""
@@ -461,6 +459,28 @@ class PartTrainingConfig(Section):
         if self.train_for_unit is TrainForUnit.EPOCHS:
             return epoch < self.train_for
         return True
+
+
+class PartsConfig(Section):
+    """Settings per model part. A family has the parts models/families.py lists for it: SD 1/2 the denoiser and one
+    text encoder, SDXL two text encoders; PixArt's T5 never trains (only its dtype counts)."""
+
+    denoiser: PartConfig = Field(default_factory=PartConfig)
+    """The UNet (Stable Diffusion), transformer (PixArt) or prior (Stable Cascade stage C)."""
+    text_encoder: PartConfig = Field(default_factory=lambda: PartConfig(train=False))
+    """The first text encoder."""
+    text_encoder_2: PartConfig = Field(default_factory=lambda: PartConfig(train=False))
+    """The second text encoder (SDXL)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_encoders_train_only_when_asked(cls, data: Any) -> Any:
+        """A text encoder's table that does not set `train` leaves it frozen (the denoiser's trains)."""
+        if not isinstance(data, dict):
+            return data
+        frozen = {name: {"train": False, **table} for name, table in data.items()
+                  if name != "denoiser" and isinstance(table, dict) and "train" not in table}
+        return {**data, **frozen}
 
 
 class LoraConfig(Section):
@@ -566,12 +586,8 @@ class TrainConfig(Section):
     """Optimizer."""
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     """LR schedule."""
-    unet: PartTrainingConfig = Field(default_factory=PartTrainingConfig)
-    """UNet (or transformer / prior) training."""
-    text_encoder: PartTrainingConfig = Field(default_factory=lambda: PartTrainingConfig(train=False))
-    """First text encoder training."""
-    text_encoder_2: PartTrainingConfig = Field(default_factory=lambda: PartTrainingConfig(train=False))
-    """Second text encoder training (SDXL)."""
+    parts: PartsConfig = Field(default_factory=PartsConfig)
+    """Per model part: dtype and training ([parts.denoiser], [parts.text_encoder], ...)."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
     """LoRA settings (method lora, inpaint)."""
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
@@ -610,6 +626,6 @@ class TrainConfig(Section):
         """The configured output format, or the method's default."""
         return self.workspace.output_format or METHOD_OUTPUT_FORMATS[self.method][0]
 
-    def learning_rate_for(self, part: PartTrainingConfig) -> float:
+    def learning_rate_for(self, part: PartConfig) -> float:
         """A part's learning rate (its own, else the global one)."""
         return part.learning_rate if part.learning_rate is not None else self.optimizer.learning_rate

@@ -20,8 +20,9 @@ def demo_config_text() -> str:
     """The demo's LoRA config: the sd15-lora preset on the tiny model at 64 px, sized for a CPU."""
     config = load_preset("sd15-lora")
     config.model.base_model = "models/tiny-sd15"
-    for part in ("unet_dtype", "text_encoder_dtype", "vae_dtype"):
-        setattr(config.model, part, WeightDtype.FLOAT32)
+    for part in (config.parts.denoiser, config.parts.text_encoder, config.parts.text_encoder_2):
+        part.dtype = WeightDtype.FLOAT32
+    config.model.vae_dtype = WeightDtype.FLOAT32
     config.model.train_dtype = TrainDtype.FLOAT32
     config.workspace.dir = "workspace"
     config.workspace.run_name = "demo-lora"
@@ -35,7 +36,7 @@ def demo_config_text() -> str:
     config.training.tensorboard = False
     config.training.gradient_checkpointing = False
     config.optimizer.learning_rate = 1e-3
-    config.text_encoder.learning_rate = 5e-4
+    config.parts.text_encoder.learning_rate = 5e-4
     config.lora.rank = 4
     config.lora.alpha = 4.0
     config.backup.every = 5

@@ -234,17 +234,15 @@ def plan_from_config(
     batch = training.batch_size
     if batch_shape is not None:
         batch, width, height = batch_shape
-    role_dtypes = {PartRole.DENOISER: model.unet_dtype, PartRole.TEXT_ENCODER: model.text_encoder_dtype,
-                   PartRole.AUTOENCODER: model.vae_dtype}
-    sections = {"unet": config.unet, "text_encoder": config.text_encoder, "text_encoder_2": config.text_encoder_2}
+    tables = {part.name: getattr(config.parts, part.config_section) for part in spec.configured_parts}
     samples: tuple[tuple[int, int], ...] = ()
     if config.samples and (config.sampling.every > 0 or config.sampling.before_training):
         samples = tuple((s.width or width, s.height or height) for s in config.samples)
     return Plan(
         spec=spec,
         method=config.method,
-        dtypes={name: role_dtypes[part.role] for name, part in spec.parts.items()},
-        trains={name: bool(part.config_section) and sections[part.config_section].train for name, part in spec.parts.items()},
+        dtypes={name: tables[name].dtype if name in tables else model.vae_dtype for name in spec.parts},
+        trains={name: part.trainable and name in tables and tables[name].train for name, part in spec.parts.items()},
         train_dtype=model.train_dtype,
         batch_size=batch,
         accumulation=training.gradient_accumulation,
@@ -436,10 +434,10 @@ def _candidate_changes(plan: Plan) -> list[tuple[str, Plan | None]]:
         ("model.vae_dtype = 'bfloat16'",
          plan._replace(dtypes={**plan.dtypes, plan.spec.autoencoder.name: WeightDtype.BFLOAT16})
          if plan.dtypes[plan.spec.autoencoder.name] is WeightDtype.FLOAT32 else None),
-        ("model.unet_dtype = 'float8'",
+        ("parts.denoiser.dtype = 'float8'",
          plan._replace(dtypes={**plan.dtypes, denoiser: WeightDtype.FLOAT8})
          if frozen_base and plan.dtypes[denoiser] not in (WeightDtype.FLOAT8, WeightDtype.NF4) else None),
-        ("model.unet_dtype = 'nf4'",
+        ("parts.denoiser.dtype = 'nf4'",
          plan._replace(dtypes={**plan.dtypes, denoiser: WeightDtype.NF4})
          if frozen_base and plan.dtypes[denoiser] is not WeightDtype.NF4 else None),
         (f"lora.rank = {plan.lora_rank // 2}",

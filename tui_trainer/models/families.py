@@ -104,7 +104,8 @@ class PartSpec:
     factored_state_elements: int
     """Adafactor's second-moment elements over all tensors (row + column factors of every >= 2-D tensor)."""
     config_section: str = ""
-    """TrainConfig section that says whether it trains: unet, text_encoder, text_encoder_2; empty = never."""
+    """Its [parts.*] table in the config (denoiser, text_encoder, text_encoder_2: dtype and training); empty = none
+    (the autoencoder: model.vae_dtype)."""
     embedding_dim: int = 0
     """Token embedding width (one textual-inversion vector), text encoders only."""
     lora_target_modules: dict[LoraTargets, tuple[str, ...]] = field(default_factory=dict)
@@ -117,6 +118,8 @@ class PartSpec:
     """The counts are checked against a meta-device build in the tests."""
     title: str = ""
     """What the TUI calls it; empty = its name in words."""
+    trainable: bool = True
+    """Its [parts.*] table can train it (False: only its dtype counts, e.g. PixArt's frozen T5)."""
 
     @property
     def label(self) -> str:
@@ -207,7 +210,12 @@ class FamilySpec:
 
     @property
     def trainable_parts(self) -> tuple[PartSpec, ...]:
-        """The parts a config section can train, in pipeline order."""
+        """The parts a [parts.*] table can train, in pipeline order."""
+        return tuple(part for part in self.parts.values() if part.config_section and part.trainable)
+
+    @property
+    def configured_parts(self) -> tuple[PartSpec, ...]:
+        """The parts with a [parts.*] table (their dtype), in pipeline order."""
         return tuple(part for part in self.parts.values() if part.config_section)
 
     @property
@@ -275,13 +283,13 @@ def _clip_part(name: str, params: int, small: int, factored: int, linear: int, h
 
 
 def _unet(params: int, small: int, factored: int, linear: int, layers: dict[LoraTargets, tuple[LayerShape, ...]]) -> PartSpec:
-    return PartSpec("unet", PartRole.DENOISER, "diffusers.UNet2DConditionModel", params, small, factored, "unet", 0,
+    return PartSpec("unet", PartRole.DENOISER, "diffusers.UNet2DConditionModel", params, small, factored, "denoiser", 0,
                     UNET_TARGETS, layers, linear_weight_params=linear, title="UNet")
 
 
 def _cascade_prior(params: int, small: int, factored: int, linear: int,
                    layers: dict[LoraTargets, tuple[LayerShape, ...]]) -> PartSpec:
-    return PartSpec("prior", PartRole.DENOISER, "diffusers.StableCascadeUNet", params, small, factored, "unet", 0,
+    return PartSpec("prior", PartRole.DENOISER, "diffusers.StableCascadeUNet", params, small, factored, "denoiser", 0,
                     CASCADE_TARGETS, layers, linear_weight_params=linear, title="Prior (stage C)")
 
 
@@ -292,7 +300,7 @@ OPEN_CLIP_H = _clip_part("text_encoder", 340_387_840, 214_016, 783_693, 289_406_
 OPEN_CLIP_BIG_G = _clip_part("text_encoder_2", 694_659_840, 371_200, 1_326_925, 630_784_000, 1280, 5120, 32,
                              "transformers.CLIPTextModelWithProjection")
 T5_XXL = PartSpec("text_encoder", PartRole.TEXT_ENCODER, "transformers.T5EncoderModel", 4_762_310_656, 2_048, 2_055_648,
-                  "", 4096, linear_weight_params=4_630_511_616)
+                  "text_encoder", 4096, linear_weight_params=4_630_511_616, trainable=False)
 """Frozen: PixArt trains only its transformer."""
 EFFICIENTNET_V2_S = PartSpec("effnet", PartRole.AUTOENCODER, "EfficientNetV2-S features + 1x1 mapper", 20_197_968, 0, 0,
                              verified=False)
@@ -320,7 +328,7 @@ SDXL_UNET = _unet(2_567_463_684, 917_764, 244_330_500, 2_232_647_680, _by_preset
      (2560, 640, 10), (5120, 1280, 60)),
 ))
 PIXART_TRANSFORMER = PartSpec(
-    "transformer", PartRole.DENOISER, "diffusers.PixArtTransformer2DModel", 611_349_152, 299_936, 1_347_562, "unet", 0,
+    "transformer", PartRole.DENOISER, "diffusers.PixArtTransformer2DModel", 611_349_152, 299_936, 1_347_562, "denoiser", 0,
     PIXART_TARGETS, _by_preset(
         ((1152, 1152, 224),),
         ((1152, 1152, 224), (1152, 4608, 28), (4608, 1152, 28)),

@@ -45,7 +45,7 @@ from tui_trainer.train.loading import compute_dtype, input_dtype, load_model
 from tui_trainer.train.loop import image_conditions
 from tui_trainer.train.masks import loss_weights
 from tui_trainer.train.methods import SavedFile, backup_state, method_hook, method_module, restore_state
-from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS
+from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, part_configs
 from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer
 from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, build_optimizer
 from tui_trainer.train.resume import config_changes, dataset_fingerprint, plan_paths
@@ -170,7 +170,8 @@ class TrainRecipe:
             self.monitor.warning("float16 mixed precision needs a CUDA GPU; using bfloat16 on the CPU")
             mixed = MixedPrecision.BF16
         model = self.config.model
-        if not torch.cuda.is_available() and WeightDtype.FLOAT16 in (model.unet_dtype, model.text_encoder_dtype, model.vae_dtype):
+        weights = [part.dtype for part in part_configs(self.config).values()] + [model.vae_dtype]
+        if not torch.cuda.is_available() and WeightDtype.FLOAT16 in weights:
             self.monitor.warning("float16 weights need a CUDA GPU; they are stored as bfloat16 on the CPU")
         if self.config.model.train_dtype is TrainDtype.TF32:
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -221,7 +222,7 @@ class TrainRecipe:
             if name not in trained:
                 self.model.part(name).to(self.device)
         self.model.vae.to(self.device)
-        self.input_dtype = input_dtype(self.config.model.unet_dtype, compute_dtype(self.config))
+        self.input_dtype = input_dtype(self.config.parts.denoiser.dtype, compute_dtype(self.config))
 
     def _emit_start(self) -> None:
         report, training = self.report, self.config.training

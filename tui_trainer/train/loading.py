@@ -14,7 +14,7 @@ from tui_trainer.config.schema import TrainConfig
 from tui_trainer.models.families import family_spec
 from tui_trainer.train.errors import ModelLoadError
 from tui_trainer.train.families import train_family
-from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, ModelParts
+from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, ModelParts, part_configs
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFE_SUFFIXES = (".safetensors", ".sft")
@@ -58,8 +58,9 @@ def hub_hint(repo_id: str, error: BaseException) -> str:
 
 def _part_dtypes(config: TrainConfig) -> dict[str, WeightDtype]:
     model = config.model
-    return {family_spec(model.family).denoiser.name: model.unet_dtype, "vae": model.vae_dtype, "text_encoder": model.text_encoder_dtype,
-            "text_encoder_2": model.text_encoder_dtype}
+    parts = part_configs(config)
+    return {family_spec(model.family).denoiser.name: parts["unet"].dtype, "vae": model.vae_dtype,
+            "text_encoder": parts["text_encoder"].dtype, "text_encoder_2": parts["text_encoder_2"].dtype}
 
 
 def _load_dtype(weight: WeightDtype, compute: torch.dtype) -> torch.dtype:

@@ -8,8 +8,22 @@ from typing import Any
 import torch
 
 from tui_trainer.config.enums import Family
+from tui_trainer.config.schema import PartConfig, TrainConfig
 
 TEXT_ENCODER_PARTS = ("text_encoder", "text_encoder_2")
+
+PART_TABLES = {"unet": "denoiser", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2"}
+"""The trainer's name of each configurable part (ModelParts attribute) -> its [parts.*] table."""
+
+
+def part_configs(config: TrainConfig) -> dict[str, PartConfig]:
+    """The [parts.*] settings of every configurable part, by the trainer's part name."""
+    return {name: getattr(config.parts, table) for name, table in PART_TABLES.items()}
+
+
+def part_key(name: str, field: str) -> str:
+    """The dotted config key of a part's setting: ('unet', 'dtype') -> 'parts.denoiser.dtype'."""
+    return f"parts.{PART_TABLES[name]}.{field}"
 
 
 @dataclass

@@ -30,8 +30,9 @@ keys are stripped of it first)."""
 
 def kohya_metadata(config: TrainConfig, config_text: str, **totals: Any) -> dict[str, str]:
     """ss_* metadata kohya tools, A1111 and ComfyUI read, the SAI model spec keys, and our config."""
-    unet_lr = config.learning_rate_for(config.unet)
-    te_lr = config.learning_rate_for(config.text_encoder)
+    denoiser, text_encoder = config.parts.denoiser, config.parts.text_encoder
+    unet_lr = config.learning_rate_for(denoiser)
+    te_lr = config.learning_rate_for(text_encoder)
     network_module = {LoraType.LORA: "networks.lora"}.get(config.lora.type, "lycoris.kohya")
     facts = train_family(config.model.family).saving
     values: dict[str, Any] = {
@@ -48,8 +49,8 @@ def kohya_metadata(config: TrainConfig, config_text: str, **totals: Any) -> dict
         "ss_gradient_accumulation_steps": config.training.gradient_accumulation,
         "ss_num_epochs": config.training.epochs,
         "ss_learning_rate": config.optimizer.learning_rate,
-        "ss_unet_lr": unet_lr if config.unet.train else 0,
-        "ss_text_encoder_lr": te_lr if config.text_encoder.train else 0,
+        "ss_unet_lr": unet_lr if denoiser.train else 0,
+        "ss_text_encoder_lr": te_lr if text_encoder.train else 0,
         "ss_optimizer": config.optimizer.name.value,
         "ss_lr_scheduler": config.scheduler.name.value,
         "ss_lr_warmup_steps": config.scheduler.warmup,

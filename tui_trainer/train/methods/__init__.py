@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from tui_trainer.config.enums import Method
-from tui_trainer.config.schema import PartTrainingConfig
+from tui_trainer.config.schema import PartConfig
 from tui_trainer.train.masks import training_masks
 
 
@@ -36,7 +36,7 @@ class TrainablePart:
     """unet, text_encoder or text_encoder_2."""
     module: torch.nn.Module
     params: list[torch.nn.Parameter]
-    config: PartTrainingConfig
+    config: PartConfig
     learning_rate: float
 
     @property

@@ -16,10 +16,10 @@ from safetensors.torch import save as safetensors_bytes
 
 from tui_trainer.atomic import atomic_write_bytes
 from tui_trainer.config.enums import WeightDtype
-from tui_trainer.config.schema import PartTrainingConfig, TrainConfig
+from tui_trainer.config.schema import PartConfig, TrainConfig
 from tui_trainer.models.families import family_spec
-from tui_trainer.train.model_parts import ModelParts
 from tui_trainer.train.methods import SavedFile, TrainablePart
+from tui_trainer.train.model_parts import ModelParts, part_configs, part_key
 
 TOKENIZERS = {"text_encoder": "tokenizer", "text_encoder_2": "tokenizer_2"}
 """The tokenizer of each text encoder."""
@@ -36,10 +36,12 @@ def placeholder_tokens(config: TrainConfig) -> list[str]:
 
 def check(config: TrainConfig) -> list[str]:
     """Problems with an embedding config, found before loading anything."""
-    if config.model.text_encoder_dtype not in TRAINABLE_DTYPES:
-        allowed = " or ".join(dtype.value for dtype in TRAINABLE_DTYPES)
-        return [f"model.text_encoder_dtype {config.model.text_encoder_dtype.value!r} cannot train embedding rows; use {allowed}"]
-    return []
+    allowed = " or ".join(dtype.value for dtype in TRAINABLE_DTYPES)
+    return [
+        f"{part_key(name, 'dtype')} {part.dtype.value!r} cannot train embedding rows; use {allowed}"
+        for name, part in part_configs(config).items()
+        if name in family_spec(config.model.family).embedding_keys and part.dtype not in TRAINABLE_DTYPES
+    ]
 
 
 def captions(config: TrainConfig, texts: list[str]) -> list[str]:
@@ -71,7 +73,7 @@ def prepare(model: ModelParts, config: TrainConfig) -> list[TrainablePart]:
             encoder.get_input_embeddings().weight[ids] = init.to(encoder.get_input_embeddings().weight)
         peft.inject_adapter_in_model(peft.TrainableTokensConfig(target_modules=["token_embedding"], token_indices=ids), encoder)
         params = [param for param in encoder.parameters() if param.requires_grad]
-        parts.append(TrainablePart(name, encoder, params, PartTrainingConfig(), config.optimizer.learning_rate))
+        parts.append(TrainablePart(name, encoder, params, PartConfig(), config.optimizer.learning_rate))
     return parts
 
 

@@ -18,9 +18,8 @@ from tui_trainer.config.enums import OutputFormat, WeightDtype
 from tui_trainer.config.schema import TrainConfig
 from tui_trainer.models.families import family_spec
 from tui_trainer.train.families import train_family
-from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, ModelParts
 from tui_trainer.train.methods import SavedFile, TrainablePart
-from tui_trainer.train.methods.lora import part_configs
+from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, ModelParts, part_configs, part_key
 from tui_trainer.train.original_layout import single_file_state_dict
 from tui_trainer.train.saving import write_folder_atomically
 
@@ -28,20 +27,15 @@ UNTRAINABLE_DTYPES = (WeightDtype.FLOAT16, WeightDtype.FLOAT8, WeightDtype.NF4)
 """Storage dtypes full weights cannot train in (no fp32 master copy: fp16 updates underflow; fp8/nf4 are frozen formats)."""
 
 
-def _dtypes(config: TrainConfig) -> dict[str, WeightDtype]:
-    model = config.model
-    return {"unet": model.unet_dtype, "text_encoder": model.text_encoder_dtype, "text_encoder_2": model.text_encoder_dtype}
-
-
 def check(config: TrainConfig) -> list[str]:
     """Problems with a finetune config, found before loading anything."""
     trained = [name for name, part in part_configs(config).items() if part.train]
     if not trained:
-        return ["nothing to train: set unet.train or text_encoder.train to true"]
-    key = {"unet": "unet_dtype", "text_encoder": "text_encoder_dtype", "text_encoder_2": "text_encoder_dtype"}
+        return ["nothing to train: set parts.denoiser.train or parts.text_encoder.train to true"]
+    dtypes = {name: part.dtype for name, part in part_configs(config).items()}
     problems = [
-        f"model.{key[name]} {_dtypes(config)[name].value!r} cannot be finetuned ({name}); use float32 or bfloat16"
-        for name in trained if _dtypes(config)[name] in UNTRAINABLE_DTYPES
+        f"{part_key(name, 'dtype')} {dtypes[name].value!r} cannot be finetuned ({name}); use float32 or bfloat16"
+        for name in trained if dtypes[name] in UNTRAINABLE_DTYPES
     ]
     family = config.model.family
     if config.output_format is OutputFormat.SINGLE_FILE and not family_spec(family).single_file_layout:

@@ -14,7 +14,7 @@ from tui_trainer.config.schema import LoraConfig, TrainConfig
 from tui_trainer.models.families import family_spec
 from tui_trainer.train import saving
 from tui_trainer.train.families import train_family
-from tui_trainer.train.model_parts import ModelParts
+from tui_trainer.train.model_parts import ModelParts, part_configs
 from tui_trainer.train.methods import SavedFile, TrainablePart
 
 ADAPTERS: dict[LoraType, Callable[[LoraConfig, list[str]], peft.PeftConfig]] = {
@@ -37,11 +37,6 @@ FORMATS: dict[OutputFormat, frozenset[LoraType]] = {
 """Adapter kinds each output format can hold (diffusers' LoRA loader reads plain LoRA only)."""
 
 
-def part_configs(config: TrainConfig) -> dict[str, object]:
-    """Training settings of each part that can carry adapters."""
-    return {"unet": config.unet, "text_encoder": config.text_encoder, "text_encoder_2": config.text_encoder_2}
-
-
 def check(config: TrainConfig) -> list[str]:
     """Problems with a LoRA config, found before loading anything."""
     problems = []
@@ -50,7 +45,7 @@ def check(config: TrainConfig) -> list[str]:
     if config.output_format is OutputFormat.KOHYA and not train_family(config.model.family).saving.kohya_prefixes:
         problems.append(f"workspace.output_format 'kohya' has no key layout for {config.model.family.value} here; use 'diffusers'")
     if not any(part.train for part in part_configs(config).values()):
-        problems.append("nothing to train: set unet.train or text_encoder.train to true")
+        problems.append("nothing to train: set parts.denoiser.train or parts.text_encoder.train to true")
     return problems
 
 

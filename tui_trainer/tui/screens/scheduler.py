@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tui_trainer.config.schema import PartConfig
 from tui_trainer.models.families import spec_for_model
 from tui_trainer.tui.outline import SECTION_TITLES
 from tui_trainer.tui.screens.section import Group, SectionPane
+
+TRAINING_FIELDS = tuple(name for name in PartConfig.model_fields if name != "dtype")
+"""A part's training settings (its dtype is on the Model & method pane)."""
 
 
 class SchedulerPane(SectionPane):
@@ -21,4 +25,4 @@ class SchedulerPane(SectionPane):
         yield Group("Global", "optimizer", ("learning_rate",))
         model = self.document.config.model
         for part in spec_for_model(model.family, model.base_model).trainable_parts:
-            yield Group(part.label, part.config_section)
+            yield Group(part.label, f"parts.{part.config_section}", TRAINING_FIELDS)

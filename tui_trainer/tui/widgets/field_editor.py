@@ -30,8 +30,6 @@ LABELS: dict[str, str] = {
     "gradient_checkpointing": "Grad checkpoint",
     "cache_text_encoder_outputs": "Cache TE out",
     "dataloader_workers": "Loader workers",
-    "text_encoder_dtype": "TE dtype",
-    "unet_dtype": "UNet dtype",
     "vae_dtype": "VAE dtype",
     "zero_terminal_snr": "Zero term SNR",
     "bucket_max_aspect": "Bucket max AR",
