@@ -122,9 +122,9 @@ def test_items_without_a_mask_file_get_the_source_fill(tmp_path: Path):
     items = sorted(build_report(config, None).items, key=lambda item: str(item.path))
     captions = read_captions(items, config.concepts)
     batch = EpochBatches([items], 0, 0, config.concepts, captions, masks=MaskSource(True, "full"))[0]
-    filed, filled = batch["masks"]
+    filed, filled = batch.masks
     assert 0 < float(filed.mean()) < 1 and float(filled.min()) == 1.0
-    random_fill = EpochBatches([items], 0, 0, config.concepts, captions, masks=MaskSource(False, "rectangles"))[0]["masks"]
+    random_fill = EpochBatches([items], 0, 0, config.concepts, captions, masks=MaskSource(False, "rectangles"))[0].masks
     assert not torch.equal(random_fill[0], filed)
 
 

@@ -192,8 +192,8 @@ def test_image_that_fails_at_load_time_is_skipped_and_reported(tmp_path: Path):
     batches = [[_item(good, (64, 64), (64, 64)), _item(bad, (64, 64), (64, 64))]]
     concepts = [ConceptConfig(name="c", path=".")]
     batch = EpochBatches(batches, 0, 1, concepts, read_captions(batches[0], concepts))[0]
-    assert batch["pixels"].shape == (1, 3, 64, 64) and batch["paths"] == [str(good)]
-    assert [path for path, _ in batch["skipped"]] == [str(bad)]
+    assert batch.pixels.shape == (1, 3, 64, 64) and batch.paths == [str(good)]
+    assert [path for path, _ in batch.skipped] == [str(bad)]
 
 
 def test_trainer_reads_captions_at_start_and_warns_once_about_one_not_utf8(tmp_path: Path):
@@ -231,7 +231,7 @@ def test_trainer_reads_captions_at_start_and_warns_once_about_one_not_utf8(tmp_p
     finally:
         monitor.close()
     loaded = EpochBatches([report.items], 0, 0, config.concepts, recipe.item_captions)[0]
-    by_path = dict(zip(loaded["paths"], loaded["captions"], strict=True))
+    by_path = dict(zip(loaded.paths, loaded.captions, strict=True))
     assert by_path[str(folder / "img_0001_64x64.png")] == "sks, edited after the scan"
     assert by_path[str(folder / "img_0002_64x64.png")] == "sks, caf\ufffd"
     events = [json.loads(line) for line in run.events_file.read_text().splitlines()]

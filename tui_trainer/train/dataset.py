@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,13 +132,38 @@ def choose_augment(item: Any, concept: ConceptConfig, rng: random.Random, crop_r
     return Augment(left, top, flip)
 
 
+@dataclass
+class TrainingBatch:
+    """One micro-batch as the training step reads it."""
+
+    index: int
+    """Its position in the epoch's plan."""
+    captions: list[str]
+    """One processed caption per loaded image."""
+    paths: list[str]
+    geometry: torch.Tensor
+    """(B, 6): each image's original size, crop top-left and target size (SDXL's time ids)."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of the images that failed to load and were left out."""
+    latents: torch.Tensor | None = None
+    """Cached latents (B, C, h, w), when latents are cached; else None."""
+    pixels: torch.Tensor | None = None
+    """Pixels in [-1, 1] (B, 3, H, W), when latents are not cached; else None."""
+    masks: torch.Tensor | None = None
+    """(B, 1, H, W) training masks, when the method or config uses them."""
+
+    def pin_memory(self) -> TrainingBatch:
+        """The batch with its tensors in pinned memory (the DataLoader calls this on CUDA)."""
+        pinned = {name: value.pin_memory() for name, value in vars(self).items() if isinstance(value, torch.Tensor)}
+        return replace(self, **pinned)
+
+
 class EpochBatches(torch.utils.data.Dataset):
     """One epoch's micro-batches in plan order; element i is batch i, loaded and augmented.
 
     `captions` holds every item's caption choices (read once when training starts).
     With `latents` (a key -> tensor lookup), pixels are not loaded: each item's cached latent is used.
-    With `masks`, every item has a mask (B1HW "masks"). "geometry" holds each item's `geometry()`.
-    Items that fail to load are left out and reported in "skipped" as (path, reason).
+    With `masks`, every item has a mask. Items that fail to load are left out and reported in `skipped`.
     """
 
     def __init__(self, batches: list[list[Any]], epoch: int, seed: int, concepts: list[ConceptConfig], captions: Captions,
@@ -154,7 +179,7 @@ class EpochBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> TrainingBatch:
         images, captions, masks, sizes, paths, skipped = [], [], [], [], [], []
         for position, item in enumerate(self.batches[index]):
             concept = self.concepts[item.concept_index]
@@ -176,13 +201,11 @@ class EpochBatches(torch.utils.data.Dataset):
             captions.append(process_caption(self.captions.of(item), concept, rng))
             sizes.append(geometry(item, augment))
             paths.append(str(item.path))
-        key = "latents" if self.latents is not None else "pixels"
-        return {
-            "index": index,
-            key: torch.stack(images) if images else None,
-            "masks": torch.stack(masks) if masks else None,
-            "geometry": torch.tensor(sizes, dtype=torch.float32).reshape(-1, 6),
-            "captions": captions,
-            "paths": paths,
-            "skipped": skipped,
-        }
+        stacked = torch.stack(images) if images else None
+        return TrainingBatch(
+            index=index, captions=captions, paths=paths, skipped=skipped,
+            geometry=torch.tensor(sizes, dtype=torch.float32).reshape(-1, 6),
+            latents=stacked if self.latents is not None else None,
+            pixels=stacked if self.latents is None else None,
+            masks=torch.stack(masks) if masks else None,
+        )

@@ -36,7 +36,7 @@ from tui_trainer.runs.status import RunState
 from tui_trainer.train.backup import Backup, backup_name, check_backup, list_backups, newest_backup, prune_backups, rng_state, set_rng_state, write_backup
 from tui_trainer.train.caching import LatentCache, TextCache, fill_latent_cache, latent_variants, module_identity
 from tui_trainer.train.control import Control, Moment, stop_signals
-from tui_trainer.train.dataset import EpochBatches
+from tui_trainer.train.dataset import EpochBatches, TrainingBatch
 from tui_trainer.train.distributed import RANK_ENV, Processes, is_main_process, process_group_kwargs
 from tui_trainer.train.errors import ModelLoadError, TrainError
 from tui_trainer.train.ema import averaged, build_ema
@@ -356,13 +356,13 @@ class TrainRecipe:
             trains_text |= active and part.name in TEXT_ENCODER_PARTS
         return trains_text
 
-    def _micro_step(self, batch: dict[str, Any], scale: float, sync: bool, trains_text: bool) -> torch.Tensor:
-        latents = batch["latents"].to(self.device) if batch.get("latents") is not None else self.steps.encode(self.model.vae, batch["pixels"])
+    def _micro_step(self, batch: TrainingBatch, scale: float, sync: bool, trains_text: bool) -> torch.Tensor:
+        latents = batch.latents.to(self.device) if batch.latents is not None else self.steps.encode(self.model.vae, batch.pixels)
         with contextlib.ExitStack() as stack:
             if not sync:
                 for part in self.parts:
                     stack.enter_context(self.accelerator.no_sync(part.module))
-            conditioning = self._text(self.captions(self.config, batch["captions"]), trains_text)
+            conditioning = self._text(self.captions(self.config, batch.captions), trains_text)
             conditioning |= image_conditions(self.model.family, batch, self.device)
             loss = self.steps.loss(
                 self.model, latents, conditioning, self.config.training, self.noise_rng, self.input_dtype, self.accelerator.autocast,
@@ -371,12 +371,12 @@ class TrainRecipe:
             self.accelerator.backward(loss * scale)
         return loss.detach()
 
-    def _loss_weights(self, batch: dict[str, Any], latents: torch.Tensor) -> torch.Tensor | None:
+    def _loss_weights(self, batch: TrainingBatch, latents: torch.Tensor) -> torch.Tensor | None:
         """Masked training's element weights, or None."""
         training = self.config.training
-        if not training.masked_training or batch.get("masks") is None:
+        if not training.masked_training or batch.masks is None:
             return None
-        return loss_weights(batch["masks"].to(self.device), tuple(latents.shape[-2:]), training, self.noise_rng)
+        return loss_weights(batch.masks.to(self.device), tuple(latents.shape[-2:]), training, self.noise_rng)
 
     def _optimizer_step(self) -> None:
         clip = self.config.training.clip_grad_norm
@@ -412,18 +412,18 @@ class TrainRecipe:
             losses: list[torch.Tensor] = []
             trains_text = self._activate_parts(epoch)
             for batch in self._loader(dataset, self.batch_index):
-                index = batch["index"]
-                for path, reason in batch["skipped"]:
+                index = batch.index
+                for path, reason in batch.skipped:
                     self._skip(path, reason)
                 window_start = index - index % accumulation
                 window = min(accumulation, len(batches) - window_start)
                 sync = index == window_start + window - 1
-                if batch["captions"]:
+                if batch.captions:
                     losses.append(self._micro_step(batch, self.shares[index] / window, sync, trains_text))
-                elif self.processes.several and batch["skipped"]:
+                elif self.processes.several and batch.skipped:
                     raise TrainError(
                         f"every image of process {self.processes.rank}'s part of batch {index} became unreadable "
-                        f"({', '.join(path for path, _ in batch['skipped'])}); the other processes cannot go on without it",
+                        f"({', '.join(path for path, _ in batch.skipped)}); the other processes cannot go on without it",
                         f"fix or remove those images, then `tui-trainer resume {self.run.path}`",
                     )
                 if not sync or not losses:

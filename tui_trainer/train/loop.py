@@ -11,16 +11,17 @@ import torch.nn.functional as F
 from tui_trainer.config.enums import Family, LossType
 from tui_trainer.config.schema import TrainingConfig
 from tui_trainer.models.families import family_spec
+from tui_trainer.train.dataset import TrainingBatch
 from tui_trainer.train.model_parts import ModelParts
 
 
-IMAGE_CONDITIONS: dict[str, Callable[[dict[str, Any]], torch.Tensor]] = {
-    "time_ids": lambda batch: batch["geometry"],
+IMAGE_CONDITIONS: dict[str, Callable[[TrainingBatch], torch.Tensor]] = {
+    "time_ids": lambda batch: batch.geometry,
 }
 """Added conditions taken from a batch's images rather than its captions."""
 
 
-def image_conditions(family: Family, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+def image_conditions(family: Family, batch: TrainingBatch, device: torch.device) -> dict[str, torch.Tensor]:
     """The family's added conditions that come from the batch's images (e.g. SDXL's time ids)."""
     names = [name for name in family_spec(family).added_conditions if name in IMAGE_CONDITIONS]
     return {name: IMAGE_CONDITIONS[name](batch).to(device) for name in names}

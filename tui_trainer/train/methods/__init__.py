@@ -25,6 +25,7 @@ import torch
 
 from tui_trainer.config.enums import Method
 from tui_trainer.config.schema import PartConfig
+from tui_trainer.train.dataset import TrainingBatch
 from tui_trainer.train.masks import training_masks
 
 
@@ -58,7 +59,7 @@ def keep_captions(config: Any, captions: list[str]) -> list[str]:
     return captions
 
 
-def no_unet_inputs(model: Any, batch: dict[str, Any], latents: torch.Tensor) -> None:
+def no_unet_inputs(model: Any, batch: TrainingBatch, latents: torch.Tensor) -> None:
     """No extra denoiser inputs (the default)."""
     return None
 

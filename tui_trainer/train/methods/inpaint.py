@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,10 +14,11 @@ import torch.nn.functional as F
 from tui_trainer.config.enums import OutputFormat
 from tui_trainer.config.schema import TrainConfig
 from tui_trainer.models.families import family_spec
-from tui_trainer.train.model_parts import ModelParts
+from tui_trainer.train.dataset import TrainingBatch
 from tui_trainer.train.loop import encode_latents
 from tui_trainer.train.masks import MaskSource
 from tui_trainer.train.methods import SavedFile, TrainablePart, finetune, lora
+from tui_trainer.train.model_parts import ModelParts
 
 TRAINERS: dict[OutputFormat, ModuleType] = {
     OutputFormat.KOHYA: lora,
@@ -52,11 +52,11 @@ def mask_source(config: TrainConfig) -> MaskSource:
     return MaskSource(config.inpaint.use_mask_files, config.inpaint.random_mask_kind)
 
 
-def unet_inputs(model: ModelParts, batch: dict[str, Any], latents: torch.Tensor) -> torch.Tensor:
+def unet_inputs(model: ModelParts, batch: TrainingBatch, latents: torch.Tensor) -> torch.Tensor:
     """The mask at latent size and the masked image's latents, prepared as diffusers' inpainting pipeline does
     (binary mask, masked pixels set to 0, nearest-neighbour downsampling)."""
-    masks = (batch["masks"] >= 0.5).to(latents.device, torch.float32)
-    masked = batch["pixels"].to(latents.device) * (1 - masks)
+    masks = (batch.masks >= 0.5).to(latents.device, torch.float32)
+    masked = batch.pixels.to(latents.device) * (1 - masks)
     small = F.interpolate(masks, size=latents.shape[-2:])
     return torch.cat([small, encode_latents(model.vae, masked).to(latents.device)], dim=1)
 
