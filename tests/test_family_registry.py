@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from train_support import finish, train_in_process
+
 from tui_trainer.config.enums import Family, Method
 
 TRAINED_METHODS = (Method.LORA, Method.FINETUNE)
@@ -80,26 +82,6 @@ def _config(folder: Path, family: Family, method: Method, model: Path, data: Pat
     path = folder / "config.toml"
     save_config(config_from_dict(document), path)
     return path
-
-
-def _train(config_path: Path):
-    """Set up and train in this process; returns the recipe (its model is the trained one)."""
-    from tui_trainer.config import load_config
-    from tui_trainer.runs.layout import create_run_dir
-    from tui_trainer.train.entry import TrainRecipe
-    from tui_trainer.train.monitor import RunMonitor
-
-    config = load_config(config_path)
-    run = create_run_dir(config_path.parent / "ws", "tiny", config_path.read_text())
-    monitor = RunMonitor(run)
-    recipe = TrainRecipe(config, config_path, run, monitor)
-    try:
-        recipe.setup()
-        assert recipe.train() == "completed"
-        assert recipe.global_step == 2
-    finally:
-        monitor.close()
-    return recipe
 
 
 def _base_pipeline(family: Family, model: Path) -> Any:
@@ -198,7 +180,8 @@ def test_each_family_trains_saves_every_format_and_loads_back(family: Family, me
     from tui_trainer.train.saving import kohya_metadata
 
     model, data = tiny(family)
-    recipe = _train(_config(tmp_path, family, method, model, data))
+    recipe = train_in_process(_config(tmp_path, family, method, model, data))
+    assert recipe.global_step == 2
     try:
         separate = {family_spec(family).autoencoder.name: recipe.model.vae}
         _assert_parts_match_the_facts(family, _base_pipeline(family, model), separate)
@@ -219,5 +202,5 @@ def test_each_family_trains_saves_every_format_and_loads_back(family: Family, me
                 base = getattr(_base_pipeline(family, model), _denoiser_name(family))
                 _finetune_weights_arrived(_load_finetune(family, model, saved.path, fmt.value, separate), trained, base)
     finally:
-        recipe.cleanup()
+        finish(recipe)
     assert "diffusers" in accepted

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from train_support import finish, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -61,22 +62,11 @@ def preset_config(folder: Path, preset: str, model: Path, data: Path, **changes:
 
 def train(config_path: Path):
     """Set up, train and save in this process; returns the recipe (its model is the trained one)."""
-    from tui_trainer.config import load_config
-    from tui_trainer.runs.layout import create_run_dir
-    from tui_trainer.train.entry import TrainRecipe
-    from tui_trainer.train.monitor import RunMonitor
-
-    config = load_config(config_path)
-    run = create_run_dir(config_path.parent / "ws", "tiny", config_path.read_text())
-    monitor = RunMonitor(run)
-    recipe = TrainRecipe(config, config_path, run, monitor)
+    recipe = train_in_process(config_path)
     try:
-        recipe.setup()
-        assert recipe.train() == "completed"
         recipe.saved = recipe.save()
     finally:
-        recipe.cleanup()
-        monitor.close()
+        finish(recipe)
     return recipe
 
 

@@ -23,3 +23,30 @@ def write_config(folder: Path, model: Path, data: Path, *, extra: str = "", work
         f'[[concepts]]\nname = "shapes"\npath = "{data}"\n{body}\n'
     )
     return path
+
+
+def train_in_process(config_path: Path):
+    """Set up and train a config in this process; returns the recipe, its model the trained one (the caller saves,
+    then calls `finish(recipe)`)."""
+    from tui_trainer.config import load_config
+    from tui_trainer.runs.layout import create_run_dir
+    from tui_trainer.train.entry import TrainRecipe
+    from tui_trainer.train.monitor import RunMonitor
+
+    config = load_config(config_path)
+    run = create_run_dir(config_path.parent / "ws", "tiny", config_path.read_text())
+    monitor = RunMonitor(run)
+    recipe = TrainRecipe(config, config_path, run, monitor)
+    try:
+        recipe.setup()
+        assert recipe.train() == "completed"
+    except BaseException:
+        finish(recipe)
+        raise
+    return recipe
+
+
+def finish(recipe) -> None:
+    """Free what a recipe from `train_in_process` holds and close its run's files."""
+    recipe.cleanup()
+    recipe.monitor.close()
