@@ -496,7 +496,9 @@ async def test_keys_typed_ahead_reach_the_start_page_too(tmp_path: Path, opened:
             await wait_for(pilot, lambda: isinstance(app.screen, StartScreen))
             assert not any(isinstance(screen, ProblemsDialog) for screen in app.screen_stack)
         else:
-            await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen.wizard)
+            # Until the first section is built and focused: leaving earlier shuts the app down mid-mount.
+            await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen.wizard
+                           and app.focused is not None and app.focused in app.screen.current.walk_children())
         assert app.typed_ahead is None
 
 
