@@ -11,8 +11,8 @@ from typing import Any
 
 from tui_trainer.tui.app import TrainerApp
 from tui_trainer.tui.services import Services
+from tui_trainer.units import GIB
 
-GIB = 2**30
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from tui_trainer.estimate.vram import Estimate
+from tui_trainer.units import GIB
 
-GIB = 1024**3
 UNITS = {"": GIB, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
          "g": GIB, "gb": 1000**3, "gib": GIB, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
 """Size suffixes; a bare number or a bare 'G' means GiB, as GPUs are sold."""

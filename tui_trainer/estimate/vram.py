@@ -22,8 +22,8 @@ from tui_trainer.config.enums import (
 from tui_trainer.config.schema import TrainConfig, parse_resolution
 from tui_trainer.estimate.gpu import GpuInfo
 from tui_trainer.models.families import BNB_MIN_8BIT_NUMEL, FamilySpec, PartRole, PartSpec, TensorShape, spec_for_model
+from tui_trainer.units import GIB
 
-GIB = 1024**3
 BREAKDOWN_KEYS = ("weights", "trainable", "gradients", "optimizer", "activations", "caches", "overhead")
 
 WEIGHT_BYTES: dict[WeightDtype, float] = {

@@ -10,17 +10,10 @@ from typing import Any, TextIO
 from tui_trainer.runs.events import CacheProgressEvent, ErrorEvent, Event, EventWriter, StepEvent, WarningEvent
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import RunState, write_status
+from tui_trainer.units import format_duration
 
 STATUS_INTERVAL_S = 1.0
 """status.json is rewritten at most this often during steps (always on state changes)."""
-
-
-def format_duration(seconds: float | None) -> str:
-    """H:MM:SS, or '?' when unknown."""
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class StepTimer:

@@ -32,10 +32,6 @@ class ConversionError(Exception):
     """A part cannot be written in the original layout (its structure differs from Stable Diffusion's)."""
 
 
-def _inverse(mapping: dict[str, str]) -> dict[str, str]:
-    return {ldm: diffusers for diffusers, ldm in mapping.items()}
-
-
 def _rename(name: str, table: dict[str, str]) -> str:
     for old, new in table.items():
         if name.startswith(old + "."):

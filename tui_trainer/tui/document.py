@@ -115,13 +115,6 @@ class ConfigDocument:
             return False
         return _stamp(self.path) not in (self._stamp, None)
 
-    def reload(self) -> None:
-        """Re-read the file; on ConfigError the current state is kept (and the error raised)."""
-        if self.path is None:
-            return
-        config = load_config(self.path)
-        self.replace(config, self.path)
-
     def acknowledge_disk(self) -> None:
         """Accept the file's current state on disk as seen (keep editing what we have)."""
         if self.path is not None:

@@ -46,6 +46,7 @@ from tui_trainer.tui.widgets.help_bar import HelpBar
 from tui_trainer.tui.widgets.record_list import RecordList
 from tui_trainer.tui.widgets.title_bar import TitleBar
 from tui_trainer.tui.widgets.vram_panel import VramPanel, gpu_label
+from tui_trainer.tui.workers import start_worker
 
 SECTIONS: tuple[type[SectionPane], ...] = (
     ModelMethodPane, WorkspacePane, ConceptsPane, SamplesPane, BackupPane, TrainingPane, OptimizerPane,
@@ -122,7 +123,7 @@ class EditorScreen(Screen[None]):
         if probe is not None:
             self.vram.set_probe(probe)
         elif self.services.probe_gpus is not None:
-            self.run_worker(self.services.probe_gpus, thread=True, group="probe", exit_on_error=False)
+            start_worker(self, self.services.probe_gpus, what="GPU probe", group="probe", thread=True)
         else:
             self.vram.set_probe(None)
         self.refresh_all()
@@ -316,7 +317,7 @@ class EditorScreen(Screen[None]):
             first = errors[0]
             self.notify(f"Cannot save: {first.key}: {first.message}" + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""),
                         severity="error", title="Invalid config")
-            self.run_worker(self.show_section(ReviewPane.SECTION))
+            start_worker(self, self.show_section(ReviewPane.SECTION), what="Showing the review")
             return
         if self.document.path is None:
             self.action_save_as()
@@ -401,7 +402,7 @@ class EditorScreen(Screen[None]):
 
     def action_reload(self) -> None:
         """Reload the file from disk (unsaved changes are confirmed first)."""
-        self._confirm_discard(lambda: self.run_worker(self.load_from_disk("Reload failed"), group="reload"))
+        self._confirm_discard(lambda: start_worker(self, self.load_from_disk("Reload failed"), what="Reload", group="reload"))
 
     async def _check_disk(self) -> None:
         if not self.document.changed_on_disk():
@@ -415,7 +416,7 @@ class EditorScreen(Screen[None]):
         self.app.push_screen(
             ConfirmDialog(f"{name} changed on disk. Reload it and lose your unsaved changes?",
                           {"reload": "Reload", "keep": "Keep mine"}),
-            lambda answer: self.run_worker(self.load_from_disk("Reload failed"), group="reload")
+            lambda answer: start_worker(self, self.load_from_disk("Reload failed"), what="Reload", group="reload")
             if answer == "reload" else None,
         )
 

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from tui_trainer.config import load_config
+from tui_trainer.config import ConfigError, load_config
 from tui_trainer.runs.commands import Command, send_command
 from tui_trainer.runs.events import Event, ResumeEvent, StepEvent, UnknownEvent
 from tui_trainer.runs.layout import RunDir
@@ -30,6 +30,7 @@ from tui_trainer.tui.widgets.loss_chart import LossChart
 from tui_trainer.tui.widgets.run_header import RunHeader
 from tui_trainer.tui.widgets.run_progress import RunProgress
 from tui_trainer.tui.widgets.sample_view import SampleView
+from tui_trainer.tui.workers import start_worker
 
 POLL_S = 0.5
 """How often the run folder is read."""
@@ -113,13 +114,17 @@ class RunMonitorScreen(Screen[None]):
         self.query_one(RunHeader).show(self.run.name, self.state, self.summary, None, None)
         self.set_interval(self.poll_interval, self.poll)
         self.call_later(self.poll)
-        self.run_worker(self._estimate, thread=True, group="estimate", exit_on_error=False)
+        start_worker(self, self._estimate, what="VRAM estimate", group="estimate", thread=True)
 
     def _estimate(self) -> int | None:
         estimate = getattr(getattr(self.app, "services", None), "estimate", None)
         if estimate is None:
             return None
-        return estimate(load_config(self.run.config_file), None).total_bytes
+        try:
+            config = load_config(self.run.config_file)
+        except ConfigError:
+            return None  # the header shows no estimate; the trainer reports the config's problems itself
+        return estimate(config, None).total_bytes
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "estimate" and event.state is WorkerState.SUCCESS:

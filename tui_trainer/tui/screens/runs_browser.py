@@ -20,7 +20,7 @@ from tui_trainer.runs.summary import RunListing, summarize_run
 from tui_trainer.tui.screens.confirm import ConfirmDialog
 from tui_trainer.tui.screens.resume_dialog import ResumeDialog
 from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
-from tui_trainer.tui.widgets.run_header import format_duration
+from tui_trainer.units import format_duration
 
 REFRESH_S = 2.0
 """How often the list is re-read."""

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from tui_trainer.config import TrainConfig
+from tui_trainer.tui.workers import start_worker
 
 DEBOUNCE_S = 0.15
 COLUMNS = (("WxH", 9), ("img", 5), ("bat", 4), ("±", 4))
@@ -77,7 +78,7 @@ class BucketTable(Vertical):
         self._empty_shown = False
         self.query_one("#bucket-totals", Static).update("scanning…")
         builder = self.builder
-        self.run_worker(lambda: builder(config, path), thread=True, exclusive=True, group="buckets", exit_on_error=False)
+        start_worker(self, lambda: builder(config, path), what="Dataset scan", group="buckets", thread=True, exclusive=True)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "buckets":

@@ -6,8 +6,8 @@ from rich.text import Text
 from textual.widgets import Static
 
 from tui_trainer.runs.summary import RunSummary
+from tui_trainer.units import GIB, format_duration
 
-GIB = 2**30
 
 STATE_STYLES: dict[str, str] = {
     "starting": "yellow", "loading": "yellow", "caching": "yellow", "training": "bold green",
@@ -15,14 +15,6 @@ STATE_STYLES: dict[str, str] = {
     "failed": "bold red", "crashed": "bold red",
 }
 """How each state is coloured."""
-
-
-def format_duration(seconds: float | None) -> str:
-    """H:MM:SS, or '?' when unknown."""
-    if seconds is None:
-        return "?"
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def format_of(value: int | None, total: int | None) -> str:

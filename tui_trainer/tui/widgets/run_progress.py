@@ -9,7 +9,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, ProgressBar
 
 from tui_trainer.runs.summary import RunSummary
-from tui_trainer.tui.widgets.run_header import format_duration
+from tui_trainer.units import format_duration
 
 Phase = tuple[str, int | None, int]
 """(label, total or None for a bar without known length, done)."""

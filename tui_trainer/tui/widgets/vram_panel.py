@@ -13,8 +13,8 @@ from textual.widgets import Input, Label, Static
 
 from tui_trainer.config import TrainConfig
 from tui_trainer.tui.widgets.ordered_input import OrderedInput
+from tui_trainer.units import GIB
 
-GIB = 2**30
 MIB = 2**20
 BREAKDOWN = ("weights", "trainable", "gradients", "optimizer", "activations", "caches", "overhead")
 """Breakdown rows, in display order."""
