@@ -93,7 +93,8 @@ def parse_config_migrated(text: str, file: str = "") -> tuple[TrainConfig, Migra
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([ConfigProblem(file, "", f"TOML syntax error: {error}")]) from None
-    return config_from_dict(document, file), migrate(document, file)
+    migrated = migrate(document, file)
+    return _validate(migrated, file), migrated
 
 
 def _as_written(problem: ConfigProblem, migrated: MigratedDocument) -> ConfigProblem:
@@ -114,7 +115,10 @@ def parse_config(text: str, file: str = "") -> TrainConfig:
 
 def config_from_dict(document: dict[str, Any], file: str = "") -> TrainConfig:
     """Validate a raw document of any version this tui-trainer reads (migrated first); raise ConfigError naming `file`."""
-    migrated = migrate(document, file)
+    return _validate(migrate(document, file), file)
+
+
+def _validate(migrated: MigratedDocument, file: str) -> TrainConfig:
     try:
         return TrainConfig.model_validate(migrated.document)
     except ValidationError as error:

@@ -35,7 +35,7 @@ class Objective(Protocol):
     """What the denoiser learns to predict and how training noise is drawn."""
 
     name: str
-    """Shown in logs and docs: 'noise prediction (DDPM)', 'v-prediction (DDPM)', ..."""
+    """What it is, in words: 'noise prediction (DDPM)', 'v-prediction (DDPM)', ..."""
     prediction_type: PredictionType
     """The target when neither the config nor the base model's scheduler names one."""
 
