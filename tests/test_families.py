@@ -7,7 +7,11 @@ import sys
 
 import pytest
 from tui_trainer.models.architectures import (
+    CHROMA1,
     CLIP_L,
+    FLUX1_DEV,
+    FLUX1_SCHNELL,
+    FLUX_VAE,
     LORA_PER_RANK_ATTENTION,
     LORA_PER_RANK_KOHYA_FULL,
     OPEN_CLIP_BIG_G,
@@ -63,6 +67,14 @@ BUILDERS = {
                              lambda: _diffusers("StableCascadeUNet", STABLE_CASCADE_C)),
     "stable_cascade.text_encoder": (FAMILIES[Family.STABLE_CASCADE], "text_encoder", lambda: _clip(OPEN_CLIP_BIG_G, True)),
     "stable_cascade-lite.prior": (LITE, "prior", lambda: _diffusers("StableCascadeUNet", STABLE_CASCADE_C_LITE)),
+    "flux1_dev.transformer": (FAMILIES[Family.FLUX1_DEV], "transformer", lambda: _diffusers("FluxTransformer2DModel", FLUX1_DEV)),
+    "flux1_dev.text_encoder": (FAMILIES[Family.FLUX1_DEV], "text_encoder", lambda: _clip(CLIP_L)),
+    "flux1_dev.text_encoder_2": (FAMILIES[Family.FLUX1_DEV], "text_encoder_2", _t5),
+    "flux1_dev.vae": (FAMILIES[Family.FLUX1_DEV], "vae", lambda: _diffusers("AutoencoderKL", FLUX_VAE)),
+    "flux1_schnell.transformer": (FAMILIES[Family.FLUX1_SCHNELL], "transformer",
+                                  lambda: _diffusers("FluxTransformer2DModel", FLUX1_SCHNELL)),
+    "chroma.transformer": (FAMILIES[Family.CHROMA], "transformer", lambda: _diffusers("ChromaTransformer2DModel", CHROMA1)),
+    "chroma.text_encoder": (FAMILIES[Family.CHROMA], "text_encoder", _t5),
 }
 
 
@@ -100,7 +112,8 @@ def test_lora_per_rank_equals_reference_numbers():
     assert FAMILIES[Family.SD15].parts["unet"].lora_params_per_rank(LoraTargets.ATTENTION_MLP) == 374_016
 
 
-@pytest.mark.parametrize("key", ["sd15.unet", "sd15.text_encoder", "sdxl.text_encoder_2", "pixart_alpha.transformer"])
+@pytest.mark.parametrize("key", ["sd15.unet", "sd15.text_encoder", "sdxl.text_encoder_2", "pixart_alpha.transformer",
+                                 "flux1_dev.transformer", "chroma.transformer"])
 @pytest.mark.parametrize("targets", list(LoraTargets))
 def test_peft_lora_with_the_registry_target_names_has_the_registry_size(key, targets):
     """peft, given the registry's target names, adds exactly rank x per-rank parameters."""
@@ -137,8 +150,8 @@ def test_factorization_matches_peft():
 
 
 def test_family_facts():
-    assert [FAMILIES[f].bucket_step for f in Family] == [8, 8, 64, 16, 128]
-    assert [FAMILIES[f].default_resolution for f in Family] == [512, 768, 1024, 1024, 1024]
+    assert [FAMILIES[f].bucket_step for f in Family] == [8, 8, 64, 16, 128, 16, 16, 16]
+    assert [FAMILIES[f].default_resolution for f in Family] == [512, 768, 1024, 1024, 1024, 1024, 1024, 1024]
     assert FAMILIES[Family.SD2].prediction_type is PredictionType.V_PREDICTION
     assert FAMILIES[Family.SDXL].vae_scaling_factor == 0.13025
     assert FAMILIES[Family.STABLE_CASCADE].latent_pixels(1024, 1024) == 24 * 24
@@ -160,3 +173,10 @@ def test_lora_target_modules_are_keyed_by_preset_and_part():
 def test_registry_and_estimator_import_without_torch():
     code = "import sys, tui_trainer.estimate, tui_trainer.models.families; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_flux_t5_file_holds_its_token_embedding_twice():
+    """FLUX.1's T5-XXL: 4,762,310,656 parameters in memory (the embedding tied), 4,893,906,944 values in its file."""
+    model = _on_meta(_t5)
+    assert sum(tensor.numel() for tensor in model.state_dict().values()) == 4_893_906_944
+    assert FAMILIES[Family.FLUX1_DEV].parts["text_encoder_2"].params == 4_762_310_656

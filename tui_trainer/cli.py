@@ -92,6 +92,7 @@ def cmd_config_new(args: argparse.Namespace) -> int:
 def cmd_config_validate(args: argparse.Namespace) -> int:
     """Validate a config file: exit 0 and 'ok', or exit 2 with every error."""
     from tui_trainer.config import ConfigError, validate_file
+    from tui_trainer.models.problems import family_problems
 
     try:
         config, problems, migrated = validate_file(args.config)
@@ -102,6 +103,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
         print(f"{args.config}: version {migrated.from_version} config, read as version {config.version}:")
         print("\n".join(f"  migrated {change}" for change in migrated.changes))
         print("  (the file is unchanged; saving it from the TUI writes the new format)")
+    problems += family_problems(config, args.config)
     if problems:
         _print_problems(problems)
         return EXIT_USAGE

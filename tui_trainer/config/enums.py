@@ -11,6 +11,9 @@ class Family(StrEnum):
     SDXL = "sdxl"
     PIXART_ALPHA = "pixart_alpha"
     STABLE_CASCADE = "stable_cascade"
+    FLUX1_DEV = "flux1_dev"
+    FLUX1_SCHNELL = "flux1_schnell"
+    CHROMA = "chroma"
 
 
 class Method(StrEnum):
@@ -46,6 +49,8 @@ class PredictionType(StrEnum):
 
     EPSILON = "epsilon"
     V_PREDICTION = "v_prediction"
+    FLOW = "flow"
+    """Rectified flow: the velocity noise - latents (FLUX.1, Chroma); set by the family, not by model.prediction_type."""
 
 
 class OutputFormat(StrEnum):
@@ -158,6 +163,22 @@ class MixedPrecision(StrEnum):
     NO = "no"
     FP16 = "fp16"
     BF16 = "bf16"
+
+
+class TimestepSampling(StrEnum):
+    """How a flow-matching run draws each sample's noise level (before the shift)."""
+
+    UNIFORM = "uniform"
+    LOGIT_NORMAL = "logit_normal"
+    SIGMOID = "sigmoid"
+
+
+class OffloadMode(StrEnum):
+    """Where the denoiser's weights wait between uses."""
+
+    NONE = "none"
+    BLOCKS = "blocks"
+    """In CPU RAM, one transformer block at a time on the GPU (diffusers' group offloading)."""
 
 
 class RandomMaskKind(StrEnum):

@@ -24,6 +24,7 @@ from tui_trainer.config.enums import (
     LossType,
     Method,
     MixedPrecision,
+    OffloadMode,
     OptimizerName,
     OutputFormat,
     PredictionType,
@@ -31,6 +32,7 @@ from tui_trainer.config.enums import (
     RemainderPolicy,
     SchedulerName,
     TrainDtype,
+    TimestepSampling,
     TrainForUnit,
     WeightDtype,
 )
@@ -73,13 +75,13 @@ class ModelConfig(Section):
     """The base model and how its weights are held."""
 
     family: Family = Family.SD15
-    """Model family (sd15, sd2, sdxl, pixart_alpha, stable_cascade)."""
+    """Model family (sd15, sd2, sdxl, pixart_alpha, stable_cascade, flux1_dev, flux1_schnell, chroma)."""
     base_model: str = Field(min_length=1)
     """Hugging Face repo id, local diffusers folder, or single .safetensors checkpoint."""
     vae: str | None = None
     """Separate VAE (repo id, folder or file) replacing the base model's; absent = the base model's."""
     prediction_type: PredictionType | None = None
-    """Force epsilon or v_prediction; absent = read from the model's scheduler config."""
+    """Force epsilon or v_prediction (DDPM families); absent = read from the model's scheduler config."""
     zero_terminal_snr: bool = False
     """Rescale the noise schedule to zero terminal SNR (for v-prediction models)."""
     vae_dtype: WeightDtype = WeightDtype.FLOAT32
@@ -92,6 +94,11 @@ class ModelConfig(Section):
     """Stable Cascade: effnet_encoder.safetensors (from stabilityai/stable-cascade); absent = that file in the model folder."""
     cascade_decoder: str | None = None
     """Stable Cascade: stage B + A decoder (repo id or diffusers folder of StableCascadeDecoderPipeline) used only for samples; absent = no samples."""
+    offload: OffloadMode = OffloadMode.NONE
+    """Flow families: 'blocks' keeps the transformer in CPU RAM and brings one block at a time to the GPU (slower; see the estimate)."""
+    transformer: str | None = None
+    """Flow families: a single-file transformer (.safetensors, original BFL / ComfyUI or diffusers layout) replacing the
+    base model's; the other parts come from model.base_model (a repo id or diffusers folder)."""
 
 
 class WorkspaceConfig(Section):
@@ -466,11 +473,11 @@ class PartsConfig(Section):
     text encoder, SDXL two text encoders; PixArt's T5 never trains (only its dtype counts)."""
 
     denoiser: PartConfig = Field(default_factory=PartConfig)
-    """The UNet (Stable Diffusion), transformer (PixArt) or prior (Stable Cascade stage C)."""
+    """The UNet (Stable Diffusion), transformer (PixArt, FLUX.1, Chroma) or prior (Stable Cascade stage C)."""
     text_encoder: PartConfig = Field(default_factory=lambda: PartConfig(train=False))
-    """The first text encoder."""
+    """The first text encoder (FLUX.1: CLIP-L; Chroma: T5-XXL)."""
     text_encoder_2: PartConfig = Field(default_factory=lambda: PartConfig(train=False))
-    """The second text encoder (SDXL)."""
+    """The second text encoder (SDXL: OpenCLIP-bigG; FLUX.1: T5-XXL)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -481,6 +488,26 @@ class PartsConfig(Section):
         frozen = {name: {"train": False, **table} for name, table in data.items()
                   if name != "denoiser" and isinstance(table, dict) and "train" not in table}
         return {**data, **frozen}
+
+
+class FlowConfig(Section):
+    """Flow-matching training (FLUX.1, Chroma): how noise levels are drawn and what the transformer is told."""
+
+    timestep_sampling: TimestepSampling = TimestepSampling.LOGIT_NORMAL
+    """uniform, logit_normal (mean and std below) or sigmoid (sigmoid of scale x a normal draw)."""
+    logit_mean: float = Field(default=0.0, ge=-5, le=5)
+    """logit_normal: mean of the normal before the sigmoid (> 0 favours noisier levels)."""
+    logit_std: float = Field(default=1.0, gt=0, le=10)
+    """logit_normal: its standard deviation."""
+    sigmoid_scale: float = Field(default=1.0, gt=0, le=10)
+    """sigmoid: the scale of the normal draw."""
+    shift: float | None = Field(default=None, gt=0, le=100)
+    """Fixed shift of the noise levels (1 = none, 3 = FLUX.1's fixed one); absent = the base model's scheduler decides:
+    FLUX.1-dev's and Chroma's resolution-dependent shift, schnell's none."""
+    guidance: float = Field(default=1.0, ge=0, le=20)
+    """FLUX.1-dev: the guidance value given to its guidance embedding while training."""
+    max_sequence_length: int | None = Field(default=None, ge=16, le=512)
+    """T5 tokens per caption; absent = the family's (512 for FLUX.1-dev and Chroma, 256 for schnell)."""
 
 
 class LoraConfig(Section):
@@ -600,6 +627,8 @@ class TrainConfig(Section):
     """Save cadence."""
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     """Multi-GPU."""
+    flow: FlowConfig = Field(default_factory=FlowConfig)
+    """Flow-matching settings (FLUX.1, Chroma)."""
 
     @field_validator("version")
     @classmethod

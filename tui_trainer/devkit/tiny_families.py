@@ -1,4 +1,5 @@
-"""Tiny random PixArt-alpha and Stable Cascade (stage C, plus its EfficientNet encoder; stages B + A) models, built offline.
+"""Tiny random PixArt-alpha, Stable Cascade (stage C, plus its EfficientNet encoder; stages B + A), FLUX.1 and Chroma
+models, built offline.
 
 The parallel of tiny_models.TINY_SPECS for the transformer / Wuerstchen families: the real classes with a
 few channels each, saved as diffusers folders the trainer loads like real checkpoints.
@@ -13,7 +14,7 @@ from typing import Any
 
 from tui_trainer.config.enums import Family
 from tui_trainer.devkit.tiny_models import TINY_TEXT_ENCODER, TINY_VAE, tiny_tokenizer
-from tui_trainer.models.architectures import STABLE_CASCADE_C
+from tui_trainer.models.architectures import FLUX_FLOW_SCHEDULER, FLUX_SCHNELL_SCHEDULER, STABLE_CASCADE_C
 
 PIXART_BETAS = {"beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear", "num_train_timesteps": 1000}
 """PixArt-alpha's training schedule (its scheduler config)."""
@@ -49,6 +50,14 @@ TINY_CASCADE_DECODER = {
 
 TINY_PAELLA = {"levels": 2, "bottleneck_blocks": 1, "embed_dim": 16, "latent_channels": 4, "num_vq_embeddings": 32}
 """Stage A's VQGAN (x4 upsampling like the real one), tiny."""
+
+TINY_FLUX = {
+    "patch_size": 1, "in_channels": 64, "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 8,
+    "num_attention_heads": 4, "joint_attention_dim": 32, "axes_dims_rope": [2, 2, 4],
+}
+"""FLUX.1's and Chroma's transformer layout (16 latent channels x 2 x 2 patches in, rotary axes summing to the head
+width), one double-stream and one single-stream block, T5 width 32."""
+TINY_FLUX_VAE = {**TINY_VAE, "latent_channels": 16, "use_quant_conv": False, "use_post_quant_conv": False}
 
 EFFNET_FILE = "effnet_encoder.safetensors"
 
@@ -125,6 +134,53 @@ def build_tiny_cascade_decoder(seed: int = 0) -> Any:
     )
 
 
+def _tiny_t5(seed: int) -> tuple[Any, Any]:
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = tiny_t5_tokenizer()
+    torch.manual_seed(seed)
+    return T5EncoderModel(T5Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, **TINY_T5)), tokenizer
+
+
+def _tiny_flux_vae(seed: int) -> Any:
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(**TINY_FLUX_VAE, scaling_factor=0.3611, shift_factor=0.1159)
+
+
+def build_tiny_flux(seed: int = 0, guidance: bool = True) -> Any:
+    """A tiny FluxPipeline: FLUX.1-dev's (guidance embedding) or -schnell's (none, no shift) layout."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = tiny_tokenizer()
+    vocab = len(tokenizer)
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(**TINY_FLUX, pooled_projection_dim=TINY_TEXT_ENCODER["hidden_size"], guidance_embeds=guidance)
+    torch.manual_seed(seed + 1)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, bos_token_id=vocab - 2, eos_token_id=vocab - 1, **TINY_TEXT_ENCODER))
+    t5, t5_tokenizer = _tiny_t5(seed + 2)
+    scheduler = FlowMatchEulerDiscreteScheduler(**(FLUX_FLOW_SCHEDULER if guidance else FLUX_SCHNELL_SCHEDULER))
+    return FluxPipeline(scheduler=scheduler, vae=_tiny_flux_vae(seed + 3), text_encoder=clip, tokenizer=tokenizer,
+                        text_encoder_2=t5, tokenizer_2=t5_tokenizer, transformer=transformer)
+
+
+def build_tiny_chroma(seed: int = 0) -> Any:
+    """A tiny ChromaPipeline (T5 only, the distilled modulation network)."""
+    import torch
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(seed)
+    transformer = ChromaTransformer2DModel(**TINY_FLUX, approximator_hidden_dim=32, approximator_layers=1)
+    t5, tokenizer = _tiny_t5(seed + 2)
+    return ChromaPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_FLOW_SCHEDULER), vae=_tiny_flux_vae(seed + 3),
+                          text_encoder=t5, tokenizer=tokenizer, transformer=transformer)
+
+
 def _save_cascade(path: Path, seed: int) -> None:
     from tui_trainer.train.effnet import save_encoder
 
@@ -136,6 +192,9 @@ TINY_FAMILY_BUILDERS: dict[str, Callable[[Path, int], None]] = {
     "pixart": lambda path, seed: build_tiny_pixart(seed).save_pretrained(path, safe_serialization=True),
     "cascade": _save_cascade,
     "cascade-decoder": lambda path, seed: build_tiny_cascade_decoder(seed).save_pretrained(path, safe_serialization=True),
+    "flux1-dev": lambda path, seed: build_tiny_flux(seed).save_pretrained(path, safe_serialization=True),
+    "flux1-schnell": lambda path, seed: build_tiny_flux(seed, guidance=False).save_pretrained(path, safe_serialization=True),
+    "chroma": lambda path, seed: build_tiny_chroma(seed).save_pretrained(path, safe_serialization=True),
 }
 """Writers of each tiny model folder by name (cascade: the prior pipeline plus effnet_encoder.safetensors in it;
 cascade-decoder: stages B and A, for samples)."""
@@ -166,6 +225,9 @@ TINY_FAMILY_MODELS: dict[Family, TinyFamilyModel] = {
     Family.SDXL: TinyFamilyModel("sdxl", 64),
     Family.PIXART_ALPHA: TinyFamilyModel("pixart", 64),
     Family.STABLE_CASCADE: TinyFamilyModel("cascade", 128),
+    Family.FLUX1_DEV: TinyFamilyModel("flux1-dev", 64),
+    Family.FLUX1_SCHNELL: TinyFamilyModel("flux1-schnell", 64),
+    Family.CHROMA: TinyFamilyModel("chroma", 64),
 }
 """The tiny model of every family (the registry completeness test trains each)."""
 

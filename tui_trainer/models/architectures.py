@@ -43,3 +43,26 @@ REFERENCE_COUNTS = {
 LORA_PER_RANK_KOHYA_FULL = {"sd15.unet": 423_936, "sd2.unet": 432_128, "sdxl.unet": 2_659_840,
                             "sd15.text_encoder": 165_888, "sd2.text_encoder": 423_936, "sdxl.text_encoder_2": 737_280}
 LORA_PER_RANK_ATTENTION = {"sd15.unet": 199_296, "sdxl.unet": 1_451_520}
+FLUX1_DEV = {
+    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
+    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True,
+    "axes_dims_rope": [16, 56, 56],
+}
+FLUX1_SCHNELL = {**FLUX1_DEV, "guidance_embeds": False}
+CHROMA1 = {
+    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
+    "num_attention_heads": 24, "joint_attention_dim": 4096, "axes_dims_rope": [16, 56, 56],
+    "approximator_num_channels": 64, "approximator_hidden_dim": 5120, "approximator_layers": 5,
+}
+FLUX_VAE = {**SD_VAE, "latent_channels": 16, "scaling_factor": 0.3611, "shift_factor": 0.1159, "use_quant_conv": False,
+            "use_post_quant_conv": False, "sample_size": 1024}
+FLUX_FLOW_SCHEDULER = {"shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15,
+                       "base_image_seq_len": 256, "max_image_seq_len": 4096, "num_train_timesteps": 1000}
+"""FLUX.1-dev's (and Chroma's) FlowMatchEulerDiscreteScheduler: the resolution-dependent shift."""
+FLUX_SCHNELL_SCHEDULER = {"shift": 1.0, "use_dynamic_shifting": False, "num_train_timesteps": 1000}
+
+REFERENCE_COUNTS.update({
+    "flux1_dev.transformer": 11_901_408_320, "chroma.transformer": 8_899_983_424,
+    "flux1_dev.text_encoder": 123_060_480, "flux1_dev.text_encoder_2": 4_762_310_656,
+})
+"""FLUX.1's T5-XXL file holds 4,893,906,944 values: its token embedding twice (shared and encoder.embed_tokens, tied in memory)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from tui_trainer.config.enums import Family, LoraTargets, LoraType, PredictionType
+from tui_trainer.config.enums import Family, LoraTargets, LoraType, Method, PredictionType
 
 BNB_MIN_8BIT_NUMEL = 4096
 """bitsandbytes keeps 32-bit optimizer state for tensors with fewer elements than this."""
@@ -161,6 +161,8 @@ class ActivationProfile:
     """Self-attention layers (for the attention matrices eager attention materialises)."""
     trained_factor: float = 1.15
     """Multiplier when the denoiser's own weights train (conv inputs are saved too); an assumption, unmeasured."""
+    measured: bool = True
+    """False: derived from the architecture (block count x tokens x width), not yet measured (the estimate says so)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,10 @@ class FamilySpec:
     """A1111 / ComfyUI textual-inversion file: text encoder part -> tensor key."""
     own_fields: tuple[str, ...] = ()
     """Config keys that mean something only for this family; the TUI leaves them out for other families."""
+    methods: tuple[Method, ...] = tuple(Method)
+    """The training methods it has (validation refuses the others)."""
+    pipeline: str = ""
+    """The diffusers pipeline class of its base models (for messages and docs)."""
 
     @property
     def denoiser(self) -> PartSpec:
@@ -260,6 +266,16 @@ CASCADE_TARGETS = _presets(
     ("kv_mapper.1", "mapper", "mapper_sca", "mapper_crp"),
 )
 """StableCascadeUNet: attention, + the ResBlocks' channel MLPs, + the conditioning mappers."""
+
+
+FLUX_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+FLUX_MLP = ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2", "proj_mlp", "proj_out")
+FLUX_TARGETS = _presets(FLUX_ATTENTION, FLUX_MLP, ("norm1.linear", "norm1_context.linear", "norm.linear", "norm_out.linear",
+                                                   "x_embedder", "context_embedder"))
+"""FluxTransformer2DModel: both streams' attention, + feed-forwards and the single blocks' MLP / output projections
+(proj_out also selects the final projection), + the adaLN modulation and input embedders."""
+CHROMA_TARGETS = _presets(FLUX_ATTENTION, FLUX_MLP, ("x_embedder", "context_embedder"))
+"""ChromaTransformer2DModel: FLUX.1's blocks without per-block modulation layers (its distilled guidance layer makes them)."""
 
 
 def _by_preset(attention, attention_mlp, full) -> dict[LoraTargets, tuple[LayerShape, ...]]:
@@ -347,6 +363,39 @@ CASCADE_PRIOR_LITE = _cascade_prior(1_030_785_040, 645_136, 12_380_496, 1_024_32
     ((64, 3072, 96), (1536, 1536, 160), (1536, 6144, 31), (3072, 6144, 1), (6144, 1536, 32)),
 ))
 
+_FLUX_ATTENTION_MLP = ((3072, 64, 1), (3072, 3072, 266), (3072, 12288, 76), (12288, 3072, 38), (15360, 3072, 38))
+
+
+def _flux_transformer(architecture: str, params: int, small: int, factored: int, linear: int, full_extra: tuple) -> PartSpec:
+    targets = FLUX_TARGETS if architecture.endswith("FluxTransformer2DModel") else CHROMA_TARGETS
+    layers = _by_preset(((3072, 3072, 266),), _FLUX_ATTENTION_MLP, tuple(sorted(_FLUX_ATTENTION_MLP + full_extra)))
+    return PartSpec("transformer", PartRole.DENOISER, architecture, params, small, factored, "denoiser", 0, targets, layers,
+                    linear_weight_params=linear, title="Transformer")
+
+
+_FLUX_FULL_EXTRA = ((64, 3072, 1), (3072, 6144, 1), (3072, 9216, 38), (3072, 18432, 38), (4096, 3072, 1))
+FLUX1_DEV_TRANSFORMER = _flux_transformer("diffusers.FluxTransformer2DModel", 11_901_408_320, 1_094_720, 8_506_816,
+                                          11_898_322_944, _FLUX_FULL_EXTRA)
+FLUX1_SCHNELL_TRANSFORMER = _flux_transformer("diffusers.FluxTransformer2DModel", 11_891_178_560, 1_088_576, 8_491_200,
+                                              11_888_099_328, _FLUX_FULL_EXTRA)
+"""FLUX.1-dev without the guidance embedder."""
+CHROMA_TRANSFORMER = _flux_transformer("diffusers.ChromaTransformer2DModel", 8_899_983_424, 1_079_360, 6_310_144,
+                                       8_897_888_256, ((64, 3072, 1), (4096, 3072, 1)))
+FLUX_VAE = PartSpec("vae", PartRole.AUTOENCODER, "diffusers.AutoencoderKL", 83_819_683, 72_867, 54_948_771,
+                    linear_weight_params=2_097_152)
+"""SD's VAE layout with 16 latent channels and no quant convs."""
+FLUX_CLIP_L = replace(CLIP_L, trainable=False)
+FLUX_T5_XXL = replace(T5_XXL, name="text_encoder_2", config_section="text_encoder_2")
+"""FluxPipeline's second text encoder. Its file holds 4,893,906,944 values (the token embedding twice); tied in memory."""
+FLUX_ACTIVATIONS = ActivationProfile(3_000_000, 190_000, (SelfAttentionLevel(2, 24, 57),), measured=False)
+"""57 blocks x (image tokens + text tokens) x 3072 x 16-bit: about 30 saved tensors a block without checkpointing; with it,
+each block's input plus one block recomputed. Derived at 1024 px with 512 text tokens; the GPU check is to measure it."""
+FLOW_FIELDS = ("flow.timestep_sampling", "flow.logit_mean", "flow.logit_std", "flow.sigmoid_scale", "flow.shift",
+               "flow.max_sequence_length", "model.offload", "model.transformer")
+"""Config keys of every flow-matching family."""
+DDPM_FIELDS = ("model.prediction_type", "model.zero_terminal_snr", "training.min_snr_gamma")
+"""Config keys of the DDPM (noise / v-prediction) families only."""
+
 SD_UNET_ATTENTION_LEVELS = (SelfAttentionLevel(1, 8, 5), SelfAttentionLevel(2, 8, 5), SelfAttentionLevel(4, 8, 5),
                             SelfAttentionLevel(8, 8, 1))
 SD21_ATTENTION_LEVELS = (SelfAttentionLevel(1, 5, 5), SelfAttentionLevel(2, 10, 5), SelfAttentionLevel(4, 20, 5),
@@ -366,6 +415,14 @@ _SD_COMMON = {"latent_downscale": 8, "latent_channels": 4, "text_tokens": 77}
 _LDM = {"unet": ("ldm_unet", "model.diffusion_model."), "vae": ("ldm_vae", "first_stage_model.")}
 """Key layouts and prefixes of the UNet and VAE in the original Stable Diffusion checkpoints."""
 
+LORA_AND_FINETUNE = (Method.LORA, Method.FINETUNE)
+_FLUX_COMMON = {
+    "default_resolution": 1024, "latent_downscale": 8, "latent_channels": 16, "bucket_step": 16,
+    "prediction_type": PredictionType.FLOW, "vae_scaling_factor": 0.3611, "text_tokens": 512,
+    "activations": FLUX_ACTIVATIONS, "methods": LORA_AND_FINETUNE, **_SD_VAE_PASSES,
+}
+"""FLUX.1 and Chroma: 16-channel latents packed 2 x 2 into tokens (buckets step 16 px), T5 512 tokens."""
+
 FAMILIES: dict[Family, FamilySpec] = {
     Family.SD15: FamilySpec(
         Family.SD15, "Stable Diffusion 1.5",
@@ -378,6 +435,7 @@ FAMILIES: dict[Family, FamilySpec] = {
         activations=ActivationProfile(228_600, 58_500, SD_UNET_ATTENTION_LEVELS),
         single_file_layout={**_LDM, "text_encoder": ("clip", "cond_stage_model.transformer.")},
         embedding_keys={"text_encoder": "emb_params"},
+        own_fields=DDPM_FIELDS, pipeline="StableDiffusionPipeline",
         **_SD_VAE_PASSES, **_SD_COMMON,
     ),
     Family.SD2: FamilySpec(
@@ -391,6 +449,7 @@ FAMILIES: dict[Family, FamilySpec] = {
         activations=ActivationProfile(218_600, 48_500, SD21_ATTENTION_LEVELS),
         single_file_layout={**_LDM, "text_encoder": ("open_clip", "cond_stage_model.model.")},
         embedding_keys={"text_encoder": "emb_params"},
+        own_fields=DDPM_FIELDS, pipeline="StableDiffusionPipeline",
         **_SD_VAE_PASSES, **_SD_COMMON,
     ),
     Family.SDXL: FamilySpec(
@@ -407,6 +466,7 @@ FAMILIES: dict[Family, FamilySpec] = {
         single_file_layout={**_LDM, "text_encoder": ("clip", "conditioner.embedders.0.transformer."),
                             "text_encoder_2": ("open_clip", "conditioner.embedders.1.model.")},
         embedding_keys={"text_encoder": "clip_l", "text_encoder_2": "clip_g"},
+        own_fields=DDPM_FIELDS, pipeline="StableDiffusionXLPipeline",
         **_SD_VAE_PASSES, **_SD_COMMON,
     ),
     Family.PIXART_ALPHA: FamilySpec(
@@ -419,7 +479,7 @@ FAMILIES: dict[Family, FamilySpec] = {
         default_resolution=1024, latent_downscale=8, latent_channels=4, bucket_step=16,
         prediction_type=PredictionType.EPSILON, vae_scaling_factor=0.18215, text_tokens=120,
         activations=ActivationProfile(313_800, 24_000, PIXART_ATTENTION_LEVELS),
-        own_fields=("training.variance_loss",),
+        own_fields=("training.variance_loss", *DDPM_FIELDS), methods=LORA_AND_FINETUNE, pipeline="PixArtAlphaPipeline",
         **_SD_VAE_PASSES,
     ),
     Family.STABLE_CASCADE: FamilySpec(
@@ -432,8 +492,24 @@ FAMILIES: dict[Family, FamilySpec] = {
             round(CASCADE_LITE_ACTIVATIONS.checkpointed_bytes_per_latent_pixel * CASCADE_SCALE),
             (SelfAttentionLevel(1, 32, 16), SelfAttentionLevel(2, 32, 48)),
         ),
-        own_fields=("model.effnet_encoder", "model.cascade_decoder"),
+        own_fields=("model.effnet_encoder", "model.cascade_decoder", *DDPM_FIELDS), methods=LORA_AND_FINETUNE,
+        pipeline="StableCascadePriorPipeline",
         **_SD_VAE_PASSES,
+    ),
+    Family.FLUX1_DEV: FamilySpec(
+        Family.FLUX1_DEV, "FLUX.1-dev (12B)",
+        {"transformer": FLUX1_DEV_TRANSFORMER, "text_encoder": FLUX_CLIP_L, "text_encoder_2": FLUX_T5_XXL, "vae": FLUX_VAE},
+        **_FLUX_COMMON, own_fields=(*FLOW_FIELDS, "flow.guidance"), pipeline="FluxPipeline",
+    ),
+    Family.FLUX1_SCHNELL: FamilySpec(
+        Family.FLUX1_SCHNELL, "FLUX.1-schnell (12B, few-step)",
+        {"transformer": FLUX1_SCHNELL_TRANSFORMER, "text_encoder": FLUX_CLIP_L, "text_encoder_2": FLUX_T5_XXL, "vae": FLUX_VAE},
+        **{**_FLUX_COMMON, "text_tokens": 256}, own_fields=FLOW_FIELDS, pipeline="FluxPipeline",
+    ),
+    Family.CHROMA: FamilySpec(
+        Family.CHROMA, "Chroma (8.9B, T5 only)",
+        {"transformer": CHROMA_TRANSFORMER, "text_encoder": T5_XXL, "vae": FLUX_VAE},
+        **_FLUX_COMMON, own_fields=FLOW_FIELDS, pipeline="ChromaPipeline",
     ),
 }
 """The family registry."""

@@ -73,16 +73,34 @@ def _load_dtype(weight: WeightDtype, compute: torch.dtype) -> torch.dtype:
     return CPU_STORAGE.get(storage, storage) if not torch.cuda.is_available() else storage
 
 
-def _quantization(dtypes: dict[str, WeightDtype], compute: torch.dtype) -> Any:
-    nf4_parts = [part for part, weight in dtypes.items() if weight is WeightDtype.NF4]
-    if not nf4_parts:
-        return None
-    if not torch.cuda.is_available():
-        raise ModelLoadError(f"nf4 weights ({', '.join(nf4_parts)}) need a CUDA GPU (bitsandbytes 4-bit); use float8 or bfloat16 here")
-    from diffusers import PipelineQuantizationConfig
+def quantize_nf4(module: torch.nn.Module, compute: torch.dtype) -> int:
+    """Swap every nn.Linear of `module` for a bitsandbytes nf4 Linear4bit (QLoRA storage), quantised where it is;
+    returns how many were swapped. Written here because diffusers' bitsandbytes quantizer refuses to run without a
+    CUDA GPU, while bitsandbytes itself quantises and computes nf4 on the CPU too."""
+    import bitsandbytes as bnb
 
-    kwargs = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": compute}
-    return PipelineQuantizationConfig(quant_backend="bitsandbytes_4bit", quant_kwargs=kwargs, components_to_quantize=nf4_parts)
+    linears = [(name, layer) for name, layer in module.named_modules() if type(layer) is torch.nn.Linear]
+    for name, layer in linears:
+        parent_name, _, child = name.rpartition(".")
+        quantized = bnb.nn.Linear4bit(
+            layer.in_features, layer.out_features, bias=layer.bias is not None, compute_dtype=compute, quant_type="nf4",
+            device=layer.weight.device,
+        )
+        # bitsandbytes repacks a layer in place for its CPU inference kernel on the first no-grad eval forward (a
+        # sample) and needs widths of 64 for it; training and sampling share the layers, so they keep one layout.
+        quantized.support_avx512bf16_for_cpu = False
+        quantized.weight = bnb.nn.Params4bit(layer.weight.data.to(compute), requires_grad=False, quant_type="nf4")
+        if layer.bias is not None:
+            quantized.bias = torch.nn.Parameter(layer.bias.data.to(compute), requires_grad=False)
+        module.get_submodule(parent_name).register_module(child, quantized.to(layer.weight.device))
+    return len(linears)
+
+
+def _apply_nf4(pipeline: Any, dtypes: dict[str, WeightDtype], compute: torch.dtype) -> None:
+    for part, weight in dtypes.items():
+        module = getattr(pipeline, part, None)
+        if weight is WeightDtype.NF4 and module is not None:
+            quantize_nf4(module, compute)
 
 
 def _apply_fp8(pipeline: Any, dtypes: dict[str, WeightDtype], compute: torch.dtype) -> None:
@@ -93,6 +111,29 @@ def _apply_fp8(pipeline: Any, dtypes: dict[str, WeightDtype], compute: torch.dty
         module = getattr(pipeline, part, None)
         if weight is WeightDtype.FLOAT8 and module is not None:
             apply_layerwise_casting(module, storage_dtype=STORAGE_DTYPES[weight], compute_dtype=compute)
+
+
+def _single_file_denoiser(config: TrainConfig, config_path: str | Path | None, torch_dtype: dict[str, torch.dtype]) -> dict[str, Any]:
+    """model.transformer as the pipeline's denoiser component (read from one file), or nothing when unset."""
+    value = config.model.transformer
+    if not value:
+        return {}
+    import diffusers
+
+    family = train_family(config.model.family)
+    name = family_spec(family.family).denoiser.name
+    local = resolve_path(config_path, value)
+    if local.suffix.lower() not in SAFE_SUFFIXES or not local.is_file():
+        raise ModelLoadError(f"model.transformer {value}: use an existing .safetensors file")
+    base = resolve_path(config_path, config.model.base_model)
+    try:
+        module = getattr(diffusers, family.single_file_denoiser).from_single_file(
+            str(local), config=str(base) if base.is_dir() else config.model.base_model, subfolder=name,
+            torch_dtype=torch_dtype[name], local_files_only=base.is_dir(),
+        )
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"model.transformer {value}: not a {family.single_file_denoiser} checkpoint ({error})") from None
+    return {name: module}
 
 
 def _load_pipeline(config: TrainConfig, config_path: str | Path | None, compute: torch.dtype) -> tuple[Any, str]:
@@ -109,8 +150,6 @@ def _load_pipeline(config: TrainConfig, config_path: str | Path | None, compute:
     if local.is_file():
         if local.suffix.lower() not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
             raise ModelLoadError(f"{value}: not a checkpoint; use a .safetensors file or a diffusers folder")
-        if _quantization(dtypes, compute) is not None:
-            raise ModelLoadError("nf4 weights need a diffusers folder or repo id, not a single file")
         if not family.single_file_pipeline:
             raise ModelLoadError(f"{value}: {family.family.value} loads from a diffusers folder or repo id here, not a single file")
         pipeline_class = getattr(diffusers, family.single_file_pipeline)
@@ -121,7 +160,7 @@ def _load_pipeline(config: TrainConfig, config_path: str | Path | None, compute:
             if part != "default" and module is not None:
                 module.to(dtype)
         return pipeline, str(local)
-    kwargs = {"dtype": torch_dtype, "quantization_config": _quantization(dtypes, compute), **extras}
+    kwargs = {"dtype": torch_dtype, **extras, **_single_file_denoiser(config, config_path, torch_dtype)}
     if local.is_dir():
         if not (local / "model_index.json").is_file():
             raise ModelLoadError(f"{value}: folder has no model_index.json; it is not a diffusers model folder")
@@ -173,6 +212,7 @@ def load_model(config: TrainConfig, config_path: str | Path | None = None) -> Mo
     if config.model.vae:
         pipeline.vae = _load_vae(config.model.vae, config_path, _load_dtype(config.model.vae_dtype, compute))
     _apply_fp8(pipeline, _part_dtypes(config), compute)
+    _apply_nf4(pipeline, _part_dtypes(config), compute)
     noise_scheduler, prediction_type = family.objective.noise_scheduler(pipeline.scheduler, config)
     parts = ModelParts(
         family=config.model.family,

@@ -63,16 +63,21 @@ def encode_latents(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return ((latents - shift) * vae.config.scaling_factor).float()
 
 
+def draw_noise(latents: torch.Tensor, training: TrainingConfig, generator: torch.Generator) -> torch.Tensor:
+    """Gaussian noise like `latents` (plus training.offset_noise x a per-channel offset), drawn from `generator`."""
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    if training.offset_noise:
+        offset = torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator, device=latents.device, dtype=latents.dtype)
+        noise = noise + training.offset_noise * offset
+    return noise
+
+
 def add_noise(
     scheduler: Any, latents: torch.Tensor, training: TrainingConfig, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Noise (with offset noise), uniform timesteps and the noised latents, all drawn from `generator`."""
-    batch = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    if training.offset_noise:
-        offset = torch.randn((batch, latents.shape[1], 1, 1), generator=generator, device=latents.device, dtype=latents.dtype)
-        noise = noise + training.offset_noise * offset
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator, device=latents.device)
+    noise = draw_noise(latents, training, generator)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=latents.device)
     return noise, timesteps, scheduler.add_noise(latents, noise, timesteps)
 
 

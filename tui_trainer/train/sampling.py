@@ -133,11 +133,15 @@ def make_samples(
     size = default_size(config)
     paths = []
     with sampling_mode(modules, device), torch.no_grad(), autocast(), sample_decoder(config, device) as decoder:
+        family = train_family(model.family)
         for index, sample in enumerate(config.samples):
-            noise = model.noise_scheduler
-            scheduler = sampler(sample.sampler, noise) if decoder is None else type(noise).from_config(noise.config)
+            if decoder is None and not family.samples_with_own_scheduler:
+                scheduler = sampler(sample.sampler, model.noise_scheduler)
+            else:
+                base = model.scheduler if family.samples_with_own_scheduler else model.noise_scheduler
+                scheduler = type(base).from_config(base.config)
             pipeline = build_pipeline(model, unwrap, scheduler)
-            image = generate(pipeline, sample, size, device, prompts, decoder, train_family(model.family).sample_inputs)
+            image = generate(pipeline, sample, size, device, prompts, decoder, family.sample_inputs)
             del pipeline
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")

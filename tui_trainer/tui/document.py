@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tui_trainer.config import ConfigError, ConfigProblem, TrainConfig, check_paths, config_from_dict, config_to_dict
+from tui_trainer.models.problems import config_problems
+from tui_trainer.config import ConfigError, ConfigProblem, TrainConfig, config_from_dict, config_to_dict
 from tui_trainer.config import load_config, save_config
 from tui_trainer.config.errors import model_class_in
 
@@ -92,8 +93,8 @@ class ConfigDocument:
         return problems
 
     def path_problems(self) -> list[ConfigProblem]:
-        """Missing folders and files the config names (listed, but saving is allowed)."""
-        return check_paths(self.config, self.path)
+        """Missing folders and files the config names, and what its family does not have (listed, but saving is allowed)."""
+        return config_problems(self.config, self.path)
 
     def save(self, path: str | Path | None = None) -> Path:
         """Save atomically to `path` (or the current path); raise ConfigError when invalid."""

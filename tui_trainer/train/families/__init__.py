@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from tui_trainer.config.enums import Family
 from tui_trainer.train.families.base import TrainFamily
+from tui_trainer.train.families.chroma import CHROMA
+from tui_trainer.train.families.flux import FLUX1_DEV, FLUX1_SCHNELL
 from tui_trainer.train.families.pixart_alpha import PIXART_ALPHA
 from tui_trainer.train.families.sd2 import SD2
 from tui_trainer.train.families.sd15 import SD15
@@ -11,7 +13,7 @@ from tui_trainer.train.families.sdxl import SDXL
 from tui_trainer.train.families.stable_cascade import STABLE_CASCADE
 
 TRAIN_FAMILIES: dict[Family, TrainFamily] = {
-    family.family: family for family in (SD15, SD2, SDXL, PIXART_ALPHA, STABLE_CASCADE)
+    family.family: family for family in (SD15, SD2, SDXL, PIXART_ALPHA, STABLE_CASCADE, FLUX1_DEV, FLUX1_SCHNELL, CHROMA)
 }
 """Every family the trainer can train."""
 

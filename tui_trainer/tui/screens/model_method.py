@@ -17,9 +17,9 @@ class ModelMethodPane(SectionPane):
     TITLE = SECTION_TITLES[SECTION]
     GROUPS = with_rest(ModelConfig, "model", (
         Group("Method", "", ("method",)),
-        Group("Base model", "model", ("family", "base_model", "vae", "prediction_type", "zero_terminal_snr",
-                                      "allow_pickle")),
-        Group("Precision", "model", ("vae_dtype", "train_dtype")),
+        Group("Base model", "model", ("family", "base_model", "transformer", "vae", "prediction_type",
+                                      "zero_terminal_snr", "allow_pickle")),
+        Group("Precision", "model", ("vae_dtype", "train_dtype", "offload")),
     ))
 
     def groups(self) -> Iterable[Group]:

@@ -1,4 +1,4 @@
-"""Training: resolution, batching, length, memory, buckets, loss."""
+"""Training: resolution, batching, length, memory, buckets, loss, and flow matching (flow families only)."""
 
 from __future__ import annotations
 
@@ -23,4 +23,4 @@ class TrainingPane(SectionPane):
                                    "masked_training", "unmasked_probability", "unmasked_weight",
                                    "normalize_masked_area")),
         Group("EMA & logging", "training", ("ema", "ema_decay", "tensorboard")),
-    ))
+    )) + (Group("Flow matching", "flow"),)

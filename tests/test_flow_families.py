@@ -1,0 +1,183 @@
+"""FLUX.1 and Chroma: the flow objective against diffusers' own scheduler, nf4-base LoRA on the CPU, presets that
+train and resume, and LoRA files that change the image in FluxPipeline / ChromaPipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tui_trainer.config.enums import Family, TimestepSampling
+
+FLOW_FAMILIES = (Family.FLUX1_DEV, Family.FLUX1_SCHNELL, Family.CHROMA)
+PRESETS = {Family.FLUX1_DEV: "flux1-dev-lora", Family.FLUX1_SCHNELL: "flux1-schnell-lora", Family.CHROMA: "chroma-lora"}
+
+
+def _schedule(family: Family, **flow):
+    from tui_trainer.config.schema import FlowConfig
+    from tui_trainer.devkit.tiny_families import build_tiny_chroma, build_tiny_flux
+    from tui_trainer.train.families.flow import FlowSchedule
+
+    pipeline = build_tiny_chroma() if family is Family.CHROMA else build_tiny_flux(guidance=family is Family.FLUX1_DEV)
+    return FlowSchedule(FlowConfig(**flow), pipeline.scheduler, 512)
+
+
+@pytest.mark.parametrize("tokens", [256, 1024, 4096])
+def test_resolution_shift_equals_the_pipelines_own(tokens: int):
+    """Training noise levels are shifted exactly as FluxPipeline shifts its sampling sigmas at that image size."""
+    import numpy as np
+    import torch
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    schedule = _schedule(Family.FLUX1_DEV)
+    levels = torch.linspace(0.05, 0.95, 7)
+    scheduler, config = schedule.scheduler, schedule.scheduler.config
+    mu = calculate_shift(tokens, config.base_image_seq_len, config.max_image_seq_len, config.base_shift, config.max_shift)
+    scheduler.set_timesteps(sigmas=levels.numpy().astype(np.float32), mu=mu)
+    assert torch.allclose(schedule.shift(levels, tokens), scheduler.sigmas[:-1], atol=1e-5)
+    assert (schedule.shift(levels, 4096) > schedule.shift(levels, 256)).all()  # bigger images: noisier levels
+
+
+def test_fixed_shift_and_schnell_without_shift():
+    import torch
+
+    levels = torch.tensor([0.25, 0.5, 0.75])
+    assert torch.allclose(_schedule(Family.FLUX1_SCHNELL).shift(levels, 4096), levels)
+    assert torch.allclose(_schedule(Family.FLUX1_DEV, shift=3.0).shift(levels, 4096), 3 * levels / (1 + 2 * levels))
+
+
+@pytest.mark.parametrize("sampling", list(TimestepSampling))
+def test_level_draws_follow_their_distribution(sampling: TimestepSampling):
+    import torch
+
+    schedule = _schedule(Family.FLUX1_SCHNELL, timestep_sampling=sampling, logit_mean=1.0)
+    levels = schedule.sigmas(20000, 1024, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert 0 < float(levels.min()) and float(levels.max()) < 1
+    median = {TimestepSampling.UNIFORM: 0.5, TimestepSampling.SIGMOID: 0.5, TimestepSampling.LOGIT_NORMAL: float(torch.sigmoid(torch.tensor(1.0)))}
+    assert abs(float(levels.median()) - median[sampling]) < 0.02
+    spread = float(levels.std())
+    assert spread > 0.25 if sampling is TimestepSampling.UNIFORM else spread < 0.25
+
+
+def test_embedding_and_inpaint_are_refused_at_validate_time(tmp_path: Path, capsys):
+    from tui_trainer.cli import main
+
+    for method in ("embedding", "inpaint"):
+        path = tmp_path / f"{method}.toml"
+        path.write_text(f'version = 2\nmethod = "{method}"\n[model]\nfamily = "flux1_dev"\nbase_model = "x/y"\n')
+        assert main(["config", "validate", str(path)]) == 2
+        assert f"method: '{method}' is not available for FLUX.1-dev (12B); available: lora, finetune" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_flow(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: the tiny model folder of a flow family and a 64 px dataset, built once each."""
+    from tui_trainer.devkit.datasets import make_dataset
+    from tui_trainer.devkit.tiny_families import save_tiny_model
+
+    root = tmp_path_factory.mktemp("flow")
+    data = make_dataset(root / "data", ((64, 64, 4),))
+    return lambda family: (save_tiny_model(root / family.value, family), data)
+
+
+def _preset_config(folder: Path, family: Family, model: Path, data: Path, **training) -> Path:
+    """The family's shipped preset, pointed at the tiny model and dataset: 64 px, 4 steps at LR 0.01, samples every 2."""
+    import tomllib
+
+    from tui_trainer.config import config_from_dict, load_preset, save_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    document = load_preset(PRESETS[family]).model_dump(mode="json", exclude_none=True)
+    document["model"].update(base_model=str(model), train_dtype="float32")
+    document["workspace"].update(dir=str(folder / "ws"), run_name="tiny")
+    document["training"].update(resolution="64", batch_size=2, max_steps=4, seed=5, dataloader_workers=0,
+                                tensorboard=False, gradient_checkpointing=False, **training)
+    document["optimizer"]["learning_rate"] = 0.01
+    document["concepts"] = [{"name": "shapes", "path": str(data)}]
+    document["samples"] = [{"prompt": "red, circle", "steps": 2, "width": 64, "height": 64}]
+    document["sampling"] = {"every": 2, "unit": "steps"}
+    document["backup"] = {"every": 2, "unit": "steps"}
+    document["flow"] = {**document.get("flow", {}), "max_sequence_length": 32}
+    path = folder / "config.toml"
+    save_config(config_from_dict(document), path)
+    assert tomllib.loads(path.read_text())["parts"]["denoiser"]["dtype"] == load_preset(PRESETS[family]).parts.denoiser.dtype.value
+    return path
+
+
+def _image(family: Family, model: Path, lora: Path | None = None):
+    import numpy as np
+    import torch
+    from diffusers import DiffusionPipeline
+
+    pipeline = DiffusionPipeline.from_pretrained(str(model))
+    if lora is not None:
+        pipeline.load_lora_weights(str(lora))
+    image = pipeline("red, circle", width=64, height=64, num_inference_steps=2, generator=torch.Generator().manual_seed(1),
+                     max_sequence_length=32).images[0]
+    return np.asarray(image, dtype=np.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FLOW_FAMILIES, ids=lambda family: family.value)
+def test_preset_lora_trains_resumes_exactly_and_changes_the_image(family: Family, tiny_flow, tmp_path: Path):
+    """The shipped preset (nf4 base where it says so) trains the tiny model; a run stopped at step 2 and resumed ends
+    with the same LoRA as one that ran straight; that LoRA loads with the pipeline's own loader and changes the image."""
+    from safetensors.torch import load_file
+
+    from tui_trainer.cli import main
+    from tui_trainer.runs.commands import send_command
+    from tui_trainer.runs.layout import RunDir
+    from tui_trainer.train.monitor import RunMonitor
+
+    model, data = tiny_flow(family)
+    straight = _preset_config(tmp_path / "straight", family, model, data)
+    assert main(["train", str(straight)]) == 0
+    (run,) = (tmp_path / "straight" / "ws" / "runs").iterdir()
+    lora = run / "output" / "tiny"
+    assert (lora / "pytorch_lora_weights.safetensors").is_file()
+    assert sorted(path.name for path in (run / "samples").iterdir()) == ["step-000002-0.png", "step-000004-0.png"]
+
+    interrupted = _preset_config(tmp_path / "interrupted", family, model, data)
+    original = RunMonitor.step
+
+    def stop_at_two(self, event, *args, **kwargs):
+        original(self, event, *args, **kwargs)
+        if event.step == 2:
+            send_command(RunDir(self.run.path), "stop")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunMonitor, "step", stop_at_two)
+        assert main(["train", str(interrupted)]) == 0
+    (resumed,) = (tmp_path / "interrupted" / "ws" / "runs").iterdir()
+    assert json.loads((resumed / "status.json").read_text())["state"] == "stopped"
+    assert main(["resume", str(resumed)]) == 0
+    expected = load_file(str(lora / "pytorch_lora_weights.safetensors"))
+    actual = load_file(str(resumed / "output" / "tiny" / "pytorch_lora_weights.safetensors"))
+    assert expected.keys() == actual.keys() and all(expected[key].equal(actual[key]) for key in expected)
+    assert all(key.startswith("transformer.") for key in expected)
+
+    before, after = _image(family, model), _image(family, model, lora)
+    assert abs(after - before).max() > 1.0
+
+
+def test_nf4_base_is_quantized_on_the_cpu_and_lora_wraps_it(tiny_flow, tmp_path: Path):
+    """parts.denoiser.dtype = nf4: every Linear of the transformer is a bitsandbytes 4-bit layer, LoRA trains on top."""
+    import bitsandbytes as bnb
+    import torch
+
+    from train_support import finish, train_in_process
+
+    model, data = tiny_flow(Family.FLUX1_DEV)
+    recipe = train_in_process(_preset_config(tmp_path, Family.FLUX1_DEV, model, data))
+    try:
+        transformer = recipe.accelerator.unwrap_model(recipe.model.unet)
+        quantized = [layer for layer in transformer.modules() if isinstance(layer, bnb.nn.Linear4bit)]
+        plain = [name for name, layer in transformer.named_modules() if type(layer) is torch.nn.Linear and "lora_" not in name]
+        assert quantized and not plain
+        assert all(layer.weight.dtype == torch.uint8 for layer in quantized)
+        trained = {name: param for name, param in transformer.named_parameters() if param.requires_grad}
+        assert trained and all("lora_" in name for name in trained)
+        assert any(float(param.detach().abs().max()) > 0 for name, param in trained.items() if "lora_B" in name)
+    finally:
+        finish(recipe)

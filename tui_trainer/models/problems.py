@@ -1,0 +1,31 @@
+"""Config problems that need the family facts: a method or setting the chosen family does not have."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tui_trainer.config import ConfigProblem, TrainConfig, check_paths
+from tui_trainer.config.enums import PredictionType
+from tui_trainer.models.families import family_spec
+
+
+def family_problems(config: TrainConfig, config_file: str | Path | None = None) -> list[ConfigProblem]:
+    """The method and objective settings the config's family does not have."""
+    file = str(config_file or "")
+    spec = family_spec(config.model.family)
+    problems = []
+    if config.method not in spec.methods:
+        available = ", ".join(method.value for method in spec.methods)
+        problems.append(ConfigProblem(file, "method", f"{config.method.value!r} is not available for {spec.label}; available: {available}"))
+    forced = config.model.prediction_type
+    if forced is not None and (forced is PredictionType.FLOW) != (spec.prediction_type is PredictionType.FLOW):
+        problems.append(ConfigProblem(
+            file, "model.prediction_type",
+            f"{forced.value!r} does not fit {spec.label}, which trains {spec.prediction_type.value}; leave it unset",
+        ))
+    return problems
+
+
+def config_problems(config: TrainConfig, config_file: str | Path | None = None) -> list[ConfigProblem]:
+    """Everything that stops a parsed config from training: missing paths, then what its family does not have."""
+    return check_paths(config, config_file) + family_problems(config, config_file)
