@@ -181,3 +181,38 @@ def test_nf4_base_is_quantized_on_the_cpu_and_lora_wraps_it(tiny_flow, tmp_path:
         assert any(float(param.detach().abs().max()) > 0 for name, param in trained.items() if "lora_B" in name)
     finally:
         finish(recipe)
+
+
+FLOW_PRESETS = ("flux1-dev-lora", "flux1-dev-lora-fp8", "flux1-schnell-lora", "chroma-lora", "flux1-dev-finetune")
+
+
+@pytest.mark.parametrize("name", FLOW_PRESETS)
+def test_preset_estimates_carry_exact_sizes_every_phase_and_agree_with_the_comment(name: str):
+    """Exact part sizes, VRAM and RAM for every phase, nf4 at most 0.6 B a parameter, and the comment's 'about N GB'
+    within 1 GB of the estimate, under the GPU class it names."""
+    import re
+
+    from tui_trainer.config import load_preset, preset_text
+    from tui_trainer.estimate import estimate
+    from tui_trainer.units import GIB
+
+    config = load_preset(name)
+    result = estimate(config)
+    sizes = {"transformer": {Family.FLUX1_DEV: 11_901_408_320, Family.FLUX1_SCHNELL: 11_891_178_560,
+                             Family.CHROMA: 8_899_983_424}[config.model.family]}
+    assert result.parts["transformer"].params == sizes["transformer"]
+    t5 = "text_encoder" if config.model.family is Family.CHROMA else "text_encoder_2"
+    assert result.parts[t5].params == 4_762_310_656
+    if config.model.family is not Family.CHROMA:
+        assert result.parts["text_encoder"].params == 123_060_480
+    if config.parts.denoiser.dtype.value == "nf4":
+        assert result.parts["transformer"].bytes / result.parts["transformer"].params <= 0.6
+    assert {"loading", "training_step", "text_caching", "latent_caching"} <= set(result.phases)
+    assert all(phase.vram_bytes > 0 and phase.ram_bytes > 0 for phase in result.phases.values())
+    data = result.to_json()
+    assert set(data["phases"]["training_step"]) == {"vram_bytes", "ram_bytes"}
+    comment = preset_text(name).split("\nversion")[0]
+    about = float(re.search(r"about (\d+) GiB", comment).group(1))
+    target = float(re.search(r"Targets (\d+) GB", comment).group(1))
+    assert abs(result.total_bytes / GIB - about) <= 1.0, (result.total_bytes / GIB, about)
+    assert result.total_bytes / GIB < target

@@ -173,14 +173,6 @@ class TimestepSampling(StrEnum):
     SIGMOID = "sigmoid"
 
 
-class OffloadMode(StrEnum):
-    """Where the denoiser's weights wait between uses."""
-
-    NONE = "none"
-    BLOCKS = "blocks"
-    """In CPU RAM, one transformer block at a time on the GPU (diffusers' group offloading)."""
-
-
 class RandomMaskKind(StrEnum):
     """Shape of random inpainting masks."""
 

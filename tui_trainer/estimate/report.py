@@ -33,8 +33,10 @@ def format_estimate(result: Estimate, title: str, gpu_message: str) -> str:
     for key, value in result.breakdown.items():
         lines.append(f"  {key:<12} {gib(value):>12}")
     lines.append(f"  {'peak':<12} {gib(result.total_bytes):>12}  ({result.peak_phase.replace('_', ' ')})")
-    lines += ["", "phases:"]
-    lines += [f"  {phase.replace('_', ' '):<14} {gib(value):>12}" for phase, value in result.phases.items()]
+    lines += ["", f"phases:{'VRAM':>23} {'RAM':>12}"]
+    lines += [f"  {phase.replace('_', ' '):<14} {gib(memory.vram_bytes):>12} {gib(memory.ram_bytes):>12}"
+              for phase, memory in result.phases.items()]
+    lines.append(f"  host RAM peak: {gib(result.ram_bytes)} ({result.ram_peak_phase.replace('_', ' ')})")
     lines += ["", "parts:"]
     for name, part in result.parts.items():
         where = "on GPU" if part.resident else "off GPU while training"

@@ -1,4 +1,4 @@
-"""Pure VRAM estimator: config (+ GPU) -> bytes per category, per part and per phase, with ranked suggestions.
+"""Pure memory estimator: config (+ GPU) -> VRAM bytes per category and part, VRAM and host RAM per phase, suggestions.
 
 Fast (well under 1 ms) so the TUI can recompute on every keystroke: the config is read once into a flat
 `Plan`, and every suggestion is the same arithmetic on a changed Plan. The model behind the numbers and
@@ -48,6 +48,8 @@ ALLOCATOR_SLACK = 0.10
 """Caching-allocator fragmentation, as a fraction of the memory allocated and freed every step."""
 TE_ACTIVATION_ELEMENTS = 1.4
 """Saved elements per token per (parameter / hidden width) of a trained transformer text encoder."""
+PROCESS_RAM_BYTES = 3 * GIB
+"""Host RAM of the trainer process before any weights: Python, torch, diffusers, CUDA's host libraries (assumption)."""
 INFERENCE_FRACTION = 0.28
 """No-grad denoiser forward peak per sample as a fraction of its checkpointed training activations (SD1.5, measured)."""
 
@@ -133,6 +135,14 @@ class PartEstimate:
 
 
 @dataclass(frozen=True)
+class PhaseMemory:
+    """The peak GPU memory and host RAM of one phase."""
+
+    vram_bytes: int
+    ram_bytes: int
+
+
+@dataclass(frozen=True)
 class Suggestion:
     """A config change and the bytes it saves off the peak."""
 
@@ -152,9 +162,19 @@ class Estimate:
     fits: bool | None
     suggestions: list[Suggestion] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    phases: dict[str, int] = field(default_factory=dict)
-    """Peak bytes of every phase that happens (training_step, latent_caching, text_caching, sampling)."""
+    phases: dict[str, PhaseMemory] = field(default_factory=dict)
+    """VRAM and RAM peaks of every phase that happens (loading, latent_caching, text_caching, training_step, sampling)."""
     gpu: GpuInfo | None = None
+
+    @property
+    def ram_bytes(self) -> int:
+        """The host RAM peak over the phases."""
+        return max(phase.ram_bytes for phase in self.phases.values())
+
+    @property
+    def ram_peak_phase(self) -> str:
+        """The phase that needs the most host RAM."""
+        return max(self.phases, key=lambda name: self.phases[name].ram_bytes)
 
     def to_json(self) -> dict[str, Any]:
         """The `tui-trainer estimate --json` shape."""
@@ -174,7 +194,9 @@ class Estimate:
                 for name, part in self.parts.items()
             },
             "peak_phase": self.peak_phase,
-            "phases": dict(self.phases),
+            "phases": {name: {"vram_bytes": phase.vram_bytes, "ram_bytes": phase.ram_bytes} for name, phase in self.phases.items()},
+            "ram_bytes": self.ram_bytes,
+            "ram_peak_phase": self.ram_peak_phase,
             "budget_bytes": self.budget_bytes,
             "gpu": gpu,
             "fits": self.fits,
@@ -354,8 +376,19 @@ def _autoencoder_pass_bytes(plan: Plan, width: int, height: int, bytes_per_pixel
 SGD_WITH_MOMENTUM = OptimizerState(1)
 
 
-def _phases(plan: Plan) -> tuple[dict[str, int], dict[str, int], dict[str, tuple[int, bool]]]:
-    """(peak bytes per phase, training-step breakdown, (bytes, resident) per part)."""
+def _load_bytes(plan: Plan, part: PartSpec, dtype: WeightDtype) -> int:
+    """Host bytes of a part as it is read: fp8 and nf4 parts load in the compute dtype and are converted after."""
+    if dtype in (WeightDtype.FLOAT8, WeightDtype.NF4):
+        return part.params * COMPUTE_BYTES[plan.train_dtype]
+    return _weight_bytes(part, dtype)
+
+
+def _phases(plan: Plan) -> tuple[dict[str, PhaseMemory], dict[str, int], dict[str, tuple[int, bool]]]:
+    """(VRAM and RAM per phase, training-step breakdown, (bytes, resident) per part).
+
+    The trainer's order: every part is read into RAM (loading); the parts that do not train go to the GPU while
+    the trained ones wait in RAM; text outputs are cached and the text encoders go back to RAM, then latents are
+    cached and the autoencoder goes back too; then the steps."""
     trained = _trainables(plan)
     state = SGD_WITH_MOMENTUM if plan.optimizer is OptimizerName.SGD and plan.sgd_momentum else OPTIMIZER_STATES[plan.optimizer]
     parts: dict[str, tuple[int, bool]] = {}
@@ -383,28 +416,37 @@ def _phases(plan: Plan) -> tuple[dict[str, int], dict[str, int], dict[str, tuple
         encode = _autoencoder_pass_bytes(plan, plan.width, plan.height, plan.spec.encode_bytes_per_pixel)
         breakdown["activations"] = max(activations, encode * plan.batch_size)
     breakdown["overhead"] = round(CUDA_CONTEXT_BYTES + ALLOCATOR_SLACK * (breakdown["activations"] + trainable))
-    phases = {"training_step": sum(breakdown.values())}
+    off_gpu = sum(size for size, resident in parts.values() if not resident)
+    # Parts that train wait in RAM until the optimizer is set up; the others are on the GPU for the caches.
+    waiting = sum(parts[name][0] for name in trained if name in parts)
+    caching_gpu = sum(size for name, (size, _) in parts.items() if name not in trained)
+    phases = {
+        "loading": PhaseMemory(CUDA_CONTEXT_BYTES, PROCESS_RAM_BYTES + sum(
+            _load_bytes(plan, part, plan.dtypes[name]) for name, part in plan.spec.parts.items())),
+        "training_step": PhaseMemory(sum(breakdown.values()), PROCESS_RAM_BYTES + off_gpu),
+    }
+    parked = 0
+    if plan.cache_text:
+        phases["text_caching"] = PhaseMemory(round(caching_gpu + CUDA_CONTEXT_BYTES), PROCESS_RAM_BYTES + waiting)
+        parked = sum(parts[part.name][0] for part in plan.spec.text_encoders if part.name not in trained)
     if plan.cache_latents:
         encode = _autoencoder_pass_bytes(plan, plan.width, plan.height, plan.spec.encode_bytes_per_pixel)
-        phases["latent_caching"] = round(parts[plan.spec.autoencoder.name][0] + encode + CUDA_CONTEXT_BYTES)
-    if plan.cache_text:
-        encoders = [part.name for part in plan.spec.text_encoders]
-        phases["text_caching"] = round(sum(parts[name][0] for name in encoders) + CUDA_CONTEXT_BYTES)
+        phases["latent_caching"] = PhaseMemory(round(caching_gpu - parked + encode + CUDA_CONTEXT_BYTES),
+                                               PROCESS_RAM_BYTES + waiting + parked)
     if plan.sample_sizes:
         held = frozen_weights + trainable + optimizer + CUDA_CONTEXT_BYTES
-        loaded_for_sampling = sum(size for size, resident in parts.values() if not resident)
         profile = plan.spec.activations
         sampling = max(
             max(2 * plan.spec.latent_pixels(w, h) * profile.checkpointed_bytes_per_latent_pixel * INFERENCE_FRACTION,
                 _autoencoder_pass_bytes(plan, w, h, plan.spec.decode_bytes_per_pixel))
             for w, h in plan.sample_sizes
         )
-        phases["sampling"] = round(held + loaded_for_sampling + sampling)
+        phases["sampling"] = PhaseMemory(round(held + off_gpu + sampling), PROCESS_RAM_BYTES)
     return phases, breakdown, parts
 
 
 def _totals(plan: Plan) -> int:
-    return max(_phases(plan)[0].values())
+    return max(phase.vram_bytes for phase in _phases(plan)[0].values())
 
 
 def _lower_resolution(plan: Plan) -> Plan | None:
@@ -469,6 +511,9 @@ def _warnings(plan: Plan, gpu: GpuInfo | None) -> list[str]:
         if WeightDtype.FLOAT8 in plan.dtypes.values() and capability < (8, 9):
             warnings.append(f"float8 compute needs compute capability 8.9 or newer; {gpu.name} has "
                             f"{capability[0]}.{capability[1]}: weights are stored in float8 and upcast (slower)")
+    if not plan.spec.activations.measured:
+        warnings.append(f"{plan.spec.label}: the training step's activations are derived from the architecture, not yet "
+                        "measured on a GPU; allow a margin")
     if plan.spec.vae_scaling_factor == 0.13025 and plan.dtypes.get("vae") is WeightDtype.FLOAT16:
         warnings.append("the SDXL VAE overflows in float16 (NaN latents): use vae_dtype float32 or bfloat16, "
                         "or a float16-fixed VAE")
@@ -496,8 +541,8 @@ def estimate(
     parts = {
         name: PartEstimate(part.params, plan.dtypes[name].value, *sizes[name]) for name, part in plan.spec.parts.items()
     }
-    peak_phase = max(phases, key=phases.__getitem__)
-    total = phases[peak_phase]
+    peak_phase = max(phases, key=lambda name: phases[name].vram_bytes)
+    total = phases[peak_phase].vram_bytes
     budget = target_bytes if target_bytes is not None else (gpu.free_bytes if gpu is not None else None)
     return Estimate(
         total_bytes=total,

@@ -239,34 +239,40 @@ class TrainRecipe:
            f"{report.total_steps} steps on {self.device}")
 
     def _setup_caches(self) -> None:
-        training, concepts = self.config.training, self.config.concepts
-        processes = self.processes
-        if training.cache_latents:
-            processes.enter("latent caching")
-            self.monitor.status(RunState.CACHING, step=0)
-            vae = self.model.vae
-            if any(concept.crop_jitter for concept in concepts):
-                self.monitor.warning("crop_jitter with cache_latents: each image keeps one random crop for the whole run")
-            cache = LatentCache(self.cache_dir, module_identity(vae))
-            variants = latent_variants(self.report.items, concepts, training.seed)
-            if processes.several:
-                self.monitor.line(f"caching latents: {len(variants)} split over {processes.count} processes (progress of this one)")
-            # Each process encodes its own share into the shared cache folder, then all read every latent from it.
-            bad = fill_latent_cache(
-                cache, variants[processes.rank :: processes.count], lambda pixels: self.steps.encode(vae, pixels),
-                training.batch_size, lambda done, total, hits: self.monitor.cache_progress("latents", done, total, hits),
-                self._skip,
-            )
-            processes.barrier()
-            self.bad_paths |= processes.union(bad)
-            self.latent_cache = cache
-            vae.to("cpu")
+        """Text outputs first (the text encoders then leave the GPU), then latents, so the two never share it."""
+        training = self.config.training
         trains_text = any(part.name in TEXT_ENCODER_PARTS for part in self.parts)
         if training.cache_text_encoder_outputs and not trains_text:
+            self.monitor.status(RunState.CACHING, step=0)
             encoders = "".join(module_identity(module) for module in self.model.text_encoders.values())
             self.text_cache = TextCache(self.cache_dir, encoders, self._encode_text_frozen)
-            processes.enter("text caching")
+            self.processes.enter("text caching")
             self._precache_text()
+        if training.cache_latents:
+            self._cache_latents()
+
+    def _cache_latents(self) -> None:
+        training, concepts = self.config.training, self.config.concepts
+        processes = self.processes
+        processes.enter("latent caching")
+        self.monitor.status(RunState.CACHING, step=0)
+        vae = self.model.vae
+        if any(concept.crop_jitter for concept in concepts):
+            self.monitor.warning("crop_jitter with cache_latents: each image keeps one random crop for the whole run")
+        cache = LatentCache(self.cache_dir, module_identity(vae))
+        variants = latent_variants(self.report.items, concepts, training.seed)
+        if processes.several:
+            self.monitor.line(f"caching latents: {len(variants)} split over {processes.count} processes (progress of this one)")
+        # Each process encodes its own share into the shared cache folder, then all read every latent from it.
+        bad = fill_latent_cache(
+            cache, variants[processes.rank :: processes.count], lambda pixels: self.steps.encode(vae, pixels),
+            training.batch_size, lambda done, total, hits: self.monitor.cache_progress("latents", done, total, hits),
+            self._skip,
+        )
+        processes.barrier()
+        self.bad_paths |= processes.union(bad)
+        self.latent_cache = cache
+        vae.to("cpu")
 
     def _precache_text(self) -> None:
         """Encode every caption up front when captions have no randomness, then move the text encoders off the GPU."""

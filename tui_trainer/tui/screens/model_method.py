@@ -19,7 +19,7 @@ class ModelMethodPane(SectionPane):
         Group("Method", "", ("method",)),
         Group("Base model", "model", ("family", "base_model", "transformer", "vae", "prediction_type",
                                       "zero_terminal_snr", "allow_pickle")),
-        Group("Precision", "model", ("vae_dtype", "train_dtype", "offload")),
+        Group("Precision", "model", ("vae_dtype", "train_dtype")),
     ))
 
     def groups(self) -> Iterable[Group]:

@@ -69,7 +69,9 @@ def render_estimate(estimate: Any) -> Text:
         text.append(f"\n{name:<12}{breakdown_size(count):>5} ")
         text.append("█" * cells, "red" if estimate.fits is False else "green")
     if estimate.peak_phase:
-        text.append(f"\npeak: {estimate.peak_phase}", "dim")
+        text.append(f"\npeak: {estimate.peak_phase.replace('_', ' ')}", "dim")
+    if getattr(estimate, "phases", None):
+        text.append(f"\nRAM {gib(estimate.ram_bytes)} GiB ({estimate.ram_peak_phase.replace('_', ' ')})", "dim")
     if estimate.fits is False:
         for suggestion in estimate.suggestions[:TOP_SUGGESTIONS]:
             text.append(f"\n→ {suggestion.change} -{gib(suggestion.saves_bytes)}", "yellow")
