@@ -28,9 +28,9 @@ def test_every_image_the_guide_shows_exists():
     assert not missing, f"run `python -m tui_trainer.guide_assets`: {missing}"
 
 
-def test_guide_ends_with_the_cascade_and_pixart_section():
+def test_guide_ends_with_the_family_sections():
     sections = re.findall(r"^## (.+)$", GUIDE.read_text(), flags=re.MULTILINE)
-    assert sections[-1] == "Stable Cascade and PixArt-alpha"
+    assert sections[-2:] == ["FLUX.1 and Chroma", "Stable Cascade and PixArt-alpha"]
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

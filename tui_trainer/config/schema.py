@@ -93,9 +93,6 @@ class ModelConfig(Section):
     """Stable Cascade: effnet_encoder.safetensors (from stabilityai/stable-cascade); absent = that file in the model folder."""
     cascade_decoder: str | None = None
     """Stable Cascade: stage B + A decoder (repo id or diffusers folder of StableCascadeDecoderPipeline) used only for samples; absent = no samples."""
-    transformer: str | None = None
-    """Flow families: a single-file transformer (.safetensors, original BFL / ComfyUI or diffusers layout) replacing the
-    base model's; the other parts come from model.base_model (a repo id or diffusers folder)."""
 
 
 class WorkspaceConfig(Section):

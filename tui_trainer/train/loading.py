@@ -113,29 +113,6 @@ def _apply_fp8(pipeline: Any, dtypes: dict[str, WeightDtype], compute: torch.dty
             apply_layerwise_casting(module, storage_dtype=STORAGE_DTYPES[weight], compute_dtype=compute)
 
 
-def _single_file_denoiser(config: TrainConfig, config_path: str | Path | None, torch_dtype: dict[str, torch.dtype]) -> dict[str, Any]:
-    """model.transformer as the pipeline's denoiser component (read from one file), or nothing when unset."""
-    value = config.model.transformer
-    if not value:
-        return {}
-    import diffusers
-
-    family = train_family(config.model.family)
-    name = family_spec(family.family).denoiser.name
-    local = resolve_path(config_path, value)
-    if local.suffix.lower() not in SAFE_SUFFIXES or not local.is_file():
-        raise ModelLoadError(f"model.transformer {value}: use an existing .safetensors file")
-    base = resolve_path(config_path, config.model.base_model)
-    try:
-        module = getattr(diffusers, family.single_file_denoiser).from_single_file(
-            str(local), config=str(base) if base.is_dir() else config.model.base_model, subfolder=name,
-            torch_dtype=torch_dtype[name], local_files_only=base.is_dir(),
-        )
-    except (OSError, ValueError, KeyError) as error:
-        raise ModelLoadError(f"model.transformer {value}: not a {family.single_file_denoiser} checkpoint ({error})") from None
-    return {name: module}
-
-
 def _load_pipeline(config: TrainConfig, config_path: str | Path | None, compute: torch.dtype) -> tuple[Any, str]:
     import diffusers
 
@@ -160,7 +137,7 @@ def _load_pipeline(config: TrainConfig, config_path: str | Path | None, compute:
             if part != "default" and module is not None:
                 module.to(dtype)
         return pipeline, str(local)
-    kwargs = {"dtype": torch_dtype, **extras, **_single_file_denoiser(config, config_path, torch_dtype)}
+    kwargs = {"dtype": torch_dtype, **extras}
     if local.is_dir():
         if not (local / "model_index.json").is_file():
             raise ModelLoadError(f"{value}: folder has no model_index.json; it is not a diffusers model folder")

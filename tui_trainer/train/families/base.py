@@ -118,8 +118,6 @@ class TrainFamily:
     """Turns the sampling pipeline's output into images (Stable Cascade's stages B and A); None = it gives images."""
     samples_with_own_scheduler: bool = False
     """Samples use the base model's own scheduler (flow matching: FlowMatchEulerDiscrete); sample.sampler does not apply."""
-    single_file_denoiser: str = ""
-    """diffusers class that reads a single-file denoiser (model.transformer) in the original layout; "" = none."""
 
 
 def clip_conditioning(model: ModelParts, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:

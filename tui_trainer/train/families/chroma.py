@@ -46,5 +46,4 @@ CHROMA = TrainFamily(
     saving=SavingFacts("chroma", "chroma"),
     pipeline_names={"unet": "transformer"},
     samples_with_own_scheduler=True,
-    single_file_denoiser="ChromaTransformer2DModel",
 )

@@ -49,7 +49,6 @@ def _flux(family: Family, saving: SavingFacts, sequence_length: int, sample_inpu
         pipeline_names={"unet": "transformer"},
         sample_inputs=lambda size: dict(sample_inputs),
         samples_with_own_scheduler=True,
-        single_file_denoiser="FluxTransformer2DModel",
     )
 
 
