@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import estimate as estimate_bench  # noqa: E402
+import gpu_check  # noqa: E402
 import scan as scan_bench  # noqa: E402
 import step_overhead as step_bench  # noqa: E402
 import tui as tui_bench  # noqa: E402
@@ -140,7 +141,9 @@ def main() -> int:
         + "\nGoals missed in this run:\n\n" + "".join(f"- {line}\n" for line in missed_goals(rows) or ["none"])
         + "\n" + NOTES
     )
-    atomic_write_text(args.output, text)
+    previous = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+    section = gpu_check.gpu_section(previous)
+    atomic_write_text(args.output, text + (f"\n{section}" if section else ""))
     print(f"wrote {args.output}")
     return 0
 

@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from diffusers.training_utils import EMAModel
 
 from tui_trainer.config.schema import TrainConfig
 
@@ -15,6 +14,8 @@ class PartsEMA:
     """One EMA over every trainable parameter of every trained part."""
 
     def __init__(self, params: list[torch.nn.Parameter], decay: float):
+        from diffusers.training_utils import EMAModel  # imported here: the module takes seconds to import
+
         self.params = params
         self.model = EMAModel(params, decay=decay, foreach=True)
 

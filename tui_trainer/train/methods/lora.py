@@ -7,7 +7,6 @@ from pathlib import Path
 
 import peft
 import torch
-from diffusers.training_utils import cast_training_params
 
 from tui_trainer.config.enums import LoraType, OutputFormat
 from tui_trainer.config.schema import LoraConfig, TrainConfig
@@ -64,8 +63,9 @@ def prepare(model: ModelParts, config: TrainConfig) -> list[TrainablePart]:
             # transformers' own add_adapter needs a newer peft than the registry has, and PixArt's and Stable
             # Cascade's denoisers have none: peft injects directly.
             peft.inject_adapter_in_model(adapter, module)
-        cast_training_params(module, dtype=torch.float32)
         params = [param for param in module.parameters() if param.requires_grad]
+        for param in params:
+            param.data = param.data.float()
         parts.append(TrainablePart(name, module, params, part_config, config.learning_rate_for(part_config)))
     return parts
 

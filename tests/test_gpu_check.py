@@ -1,0 +1,106 @@
+"""benchmarks/gpu_check.py: the dry run lists configs with our estimates and the real architectures' counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import gpu_check  # noqa: E402
+
+from tui_trainer.estimate import estimate  # noqa: E402
+from tui_trainer.models.families import spec_for_model  # noqa: E402
+
+TWO = ("sd15-lora-512-bs4", "sd15-embedding-512-bs4")
+
+
+def test_dry_run_lists_two_configs_with_their_estimates_and_meta_counts(tmp_path):
+    """The script, run as a user would, prints and records our estimate and the full-size parameter counts."""
+    jsonl = tmp_path / "dry.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--only", ",".join(TWO),
+                           "--jsonl", str(jsonl)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {row["name"]: row for row in map(json.loads, jsonl.read_text().splitlines())}
+    assert set(rows) == set(TWO)
+    for name in TWO:
+        config = gpu_check.check_config(gpu_check.CHECKS_BY_NAME[name])
+        expected = estimate(config)
+        assert rows[name]["estimate"]["total_bytes"] == expected.total_bytes
+        assert {k: v["vram_bytes"] for k, v in rows[name]["estimate"]["phases"].items()} == expected.phases
+        assert f"{name}: preset" in done.stdout and f"estimate {expected.total_bytes / 2**30:.2f} GiB" in done.stdout
+        params = rows[name]["params"]
+        assert set(params) == set(spec_for_model(config.model.family).parts)
+        assert all(count["built"] == count["registry"] > 1_000_000 for count in params.values())
+    assert params["unet"]["built"] == 859_520_964
+    assert "planned" in done.stdout.splitlines()[-1]
+
+
+def test_check_config_applies_overrides_and_steps():
+    config = gpu_check.check_config(gpu_check.CHECKS_BY_NAME["sdxl-lora-1024-bs1-nogc"], steps=5)
+    assert (config.training.batch_size, config.training.gradient_checkpointing, config.training.max_steps) == (1, False, 5)
+    assert gpu_check.dataset_images(config, 5) == (1024, 1024, 5)
+
+
+def test_phase_bytes_reads_both_estimator_shapes():
+    class Phase:
+        vram_bytes, ram_bytes = 7, 9
+
+    assert gpu_check.phase_bytes(5) == {"vram_bytes": 5, "ram_bytes": None}
+    assert gpu_check.phase_bytes({"vram_bytes": 5, "ram_bytes": 6}) == {"vram_bytes": 5, "ram_bytes": 6}
+    assert gpu_check.phase_bytes(Phase()) == {"vram_bytes": 7, "ram_bytes": 9}
+
+
+def test_missing_family_is_pending_and_default_set_fits_the_budget():
+    z_image = gpu_check.CHECKS_BY_NAME["z-image-lora-1024"]
+    assert "z_image" in gpu_check.pending_reason(z_image)
+    assert gpu_check.pending_reason(gpu_check.CHECKS_BY_NAME["sd15-lora-512-bs4"]) is None
+    assert gpu_check.default_set_planned_s() <= gpu_check.DEFAULT_BUDGET_S
+
+
+def _train_row(name, estimate_bytes, used, step_s):
+    return {"name": name, "mode": "train", "ok": True, "gpu": "NVIDIA H100", "torch": "2.11", "cuda": "13.0",
+            "estimate": {"total_bytes": estimate_bytes, "peak_phase": "training_step", "ram_bytes": None,
+                         "phases": {"training_step": {"vram_bytes": estimate_bytes, "ram_bytes": None}}},
+            "peak_allocated": used // 2, "peak_reserved": used, "device_used_peak": used, "host_rss_peak": 2**30,
+            "phases": {"training_step": {"allocated": used // 2}}, "s_per_step": step_s}
+
+
+def test_table_gives_ratios_and_flags_estimates_off_goal():
+    rows = [_train_row("a", 2 * 2**30, 2 * 2**30, 0.5), {"name": "a", "mode": "bare", "ok": True, "s_per_step": 0.25},
+            _train_row("b", 3 * 2**30, 2 * 2**30, 1.0), {"name": "c", "mode": "train", "ok": False, "skipped": "pending: x"}]
+    lines = gpu_check.table(rows, 6).splitlines()
+    row_a, row_b, row_c = (next(line for line in lines if line.startswith(f"| {n} |")) for n in "abc")
+    cells_a = [cell.strip() for cell in row_a.split("|")]
+    assert cells_a[6] == "1.00" and cells_a[7] == "2.00" and cells_a[11] == "2.00" and cells_a[12] == ""
+    assert "1.50" in row_b and "outside 0.95-1.1" in row_b
+    assert "pending: x" in row_c and "NVIDIA H100" in lines[0]
+
+
+def test_table_replaces_only_its_section(tmp_path):
+    text = "# Benchmarks\n\nbefore\n"
+    once = gpu_check.replace_table(text, "T1")
+    twice = gpu_check.replace_table(once + "after\n", "T2")
+    assert twice.startswith(text.rstrip("\n")) and "T2" in twice and "T1" not in twice and twice.endswith("after\n")
+    assert gpu_check.gpu_section(twice).startswith(gpu_check.SECTION_BEGIN) and "T2" in gpu_check.gpu_section(twice)
+
+
+def test_quantize_nf4_replaces_linear_layers():
+    torch = pytest.importorskip("torch")
+    bitsandbytes = pytest.importorskip("bitsandbytes")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64)).to(torch.bfloat16)
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    expected = model(x)
+    gpu_check.quantize_nf4(model, torch.bfloat16)
+    assert all(isinstance(model[i], bitsandbytes.nn.Linear4bit) for i in (0, 2))
+    assert model[0].weight.quant_type == "nf4" and model[0].weight.dtype == torch.uint8
+    error = (model(x) - expected).abs().mean() / expected.abs().mean()
+    assert error < 0.2
