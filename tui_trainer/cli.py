@@ -127,6 +127,33 @@ def cmd_config_docs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Convert a OneTrainer / kohya / kohya_ss config into our TOML and print the report; exit 2 (nothing written)
+    when the source cannot be imported."""
+    import json
+
+    from tui_trainer.config import ConfigError, save_config
+    from tui_trainer.config.importing import import_file
+
+    source, target = Path(args.source), Path(args.output)
+    if target.exists() and (target.resolve() == source.resolve() or not args.force):
+        why = "is the source" if target.resolve() == source.resolve() else "already exists; use --force to overwrite it"
+        print(f"error: {target} {why}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = import_file(source)
+    except ConfigError as error:
+        _print_problems(error.problems)
+        return EXIT_USAGE
+    save_config(result.config, target)
+    if args.json:
+        print(json.dumps({"output": str(target), "report": result.report.to_json()}, indent=2))
+    else:
+        sys.stdout.write(result.report.format())
+        print(f"wrote {target}")
+    return EXIT_OK
+
+
 def cmd_buckets(args: argparse.Namespace) -> int:
     """Print the bucket table of a config (or its JSON); exit 2 on config or dataset errors."""
     import json
@@ -300,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     docs = config_commands.add_parser("docs", help="print the config reference (Markdown)")
     docs.add_argument("-o", "--output", help="write to this file")
     docs.set_defaults(handler=cmd_config_docs)
+
+    importing = commands.add_parser("import", help="convert a OneTrainer, kohya or kohya_ss config into a config file")
+    importing.add_argument("source", help="OneTrainer .json, kohya_ss .json, or kohya training / dataset .toml")
+    importing.add_argument("-o", "--output", required=True, help="config file to write")
+    importing.add_argument("--force", action="store_true", help="overwrite an existing file (never the source)")
+    importing.add_argument("--json", action="store_true", help="print the report as JSON")
+    importing.set_defaults(handler=cmd_import)
 
     train = commands.add_parser("train", help="train from a config file")
     train.add_argument("config")

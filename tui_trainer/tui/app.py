@@ -21,6 +21,7 @@ from textual.screen import Screen
 from tui_trainer.tui.screens.opening import OpeningScreen
 
 if TYPE_CHECKING:
+    from tui_trainer.config.importing import ImportReport
     from tui_trainer.tui.document import ConfigDocument
     from tui_trainer.tui.recent import RecentFiles
     from tui_trainer.tui.screens.editor import EditorScreen
@@ -116,7 +117,7 @@ class TrainerApp(App[None]):
         path = self.config_path
         if path is not None and path.exists():
             try:
-                document = ConfigDocument.open(path)
+                document, report = ConfigDocument.open_any(path)
             except ConfigError as error:
                 self.push_screen(StartScreen(self.recent.load()))
                 self.push_screen(ProblemsDialog(f"{path} not opened", [str(problem) for problem in error.problems]))
@@ -124,6 +125,7 @@ class TrainerApp(App[None]):
             else:
                 self.remember(document.path)
                 self.push_screen(self.editor(document))  # start-up is done when it is Ready
+                self.show_import_report(report)
             return
         self.push_screen(StartScreen(self.recent.load()))
         self.call_after_refresh(self.start_up_done)
@@ -191,18 +193,26 @@ class TrainerApp(App[None]):
         return EditorScreen(document, self.services, wizard=wizard, target_bytes=self.target_bytes)
 
     def open_file(self, path: Path) -> None:
-        """Open a config in the editor; on errors show them."""
+        """Open a config (or import a OneTrainer / kohya / kohya_ss file) in the editor; on errors show them."""
         from tui_trainer.config import ConfigError
         from tui_trainer.tui.document import ConfigDocument
         from tui_trainer.tui.screens.problems import ProblemsDialog
 
         try:
-            document = ConfigDocument.open(path)
+            document, report = ConfigDocument.open_any(path)
         except ConfigError as error:
             self.push_screen(ProblemsDialog(f"{path} not opened", [str(problem) for problem in error.problems]))
             return
         self.remember(document.path)
         self._show_editor(document)
+        self.show_import_report(report)
+
+    def show_import_report(self, report: ImportReport | None) -> None:
+        """Show an import's report over the editor of the converted config (nothing when the file was ours)."""
+        if report is not None:
+            from tui_trainer.tui.screens.import_report import ImportReportDialog
+
+            self.push_screen(ImportReportDialog(report))
 
     def _show_editor(self, document: ConfigDocument, *, wizard: bool = False) -> None:
         from tui_trainer.tui.screens.start import StartScreen

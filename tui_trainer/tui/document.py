@@ -13,6 +13,7 @@ from tui_trainer.models.problems import config_problems
 from tui_trainer.config import ConfigError, ConfigProblem, TrainConfig, config_from_dict, config_to_dict
 from tui_trainer.config import load_config, save_config
 from tui_trainer.config.errors import model_class_in
+from tui_trainer.config.importing import ImportReport, import_file, is_importable
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -31,6 +32,8 @@ class ConfigDocument:
     path: Path | None = None
     dirty: bool = False
     invalid: dict[str, str] = field(default_factory=dict)
+    imported_from: Path | None = None
+    """The OneTrainer / kohya / kohya_ss file this unsaved config was imported from (never saved over)."""
     _stamp: tuple[int, int] | None = None
 
     @classmethod
@@ -39,6 +42,26 @@ class ConfigDocument:
         path = Path(path).expanduser().resolve()
         config = load_config(path)
         return cls(config=config, path=path, _stamp=_stamp(path))
+
+    @classmethod
+    def open_any(cls, path: str | Path) -> tuple[ConfigDocument, ImportReport | None]:
+        """Our config file, or an importable file converted into a new unsaved document (with its import report);
+        raise ConfigError when it is neither."""
+        path = Path(path).expanduser().resolve()
+        if not is_importable(path):
+            return cls.open(path), None
+        result = import_file(path)
+        return cls(config=result.config, dirty=True, imported_from=path), result.report
+
+    def default_save_path(self) -> Path:
+        """Where Save As proposes to write: the file, else beside the imported source (a new name), else ./<run>.toml."""
+        if self.path is not None:
+            return self.path
+        source = self.imported_from
+        if source is None:
+            return Path.cwd() / f"{self.config.workspace.run_name}.toml"
+        beside = source.with_suffix(".toml")
+        return beside if beside != source else source.with_name(f"{source.stem}-tui-trainer.toml")
 
     def node(self, key: str, *, create: bool = False) -> tuple[BaseModel, str]:
         """The model holding the last part of dotted `key`, and that part's name.
@@ -73,13 +96,16 @@ class ConfigDocument:
         """Remember that the text typed for `key` is rejected, and why."""
         self.invalid[key] = reason
 
-    def replace(self, config: TrainConfig, path: Path | None = None, *, dirty: bool = False) -> None:
-        """Swap in another config (after a successful load)."""
+    def replace(self, config: TrainConfig, path: Path | None = None, *, dirty: bool = False,
+                imported_from: Path | None = None) -> None:
+        """Swap in another config (after a successful load, or an import: then there is no file yet)."""
         self.config = config
         self.invalid.clear()
         self.dirty = dirty
+        if imported_from is not None:
+            self.path, self.imported_from = None, imported_from
         if path is not None:
-            self.path = path
+            self.path, self.imported_from = path, None
         self._stamp = _stamp(self.path) if self.path and not dirty else self._stamp
 
     def errors(self) -> list[ConfigProblem]:
@@ -104,8 +130,10 @@ class ConfigDocument:
         target = Path(path).expanduser().resolve() if path is not None else self.path
         if target is None:
             raise ConfigError([ConfigProblem("", "", "no file name yet; use Save As")])
+        if self.imported_from is not None and target == self.imported_from:
+            raise ConfigError([ConfigProblem(str(target), "", "is the imported source; save the converted config under a new name")])
         save_config(self.config, target)
-        self.path = target
+        self.path, self.imported_from = target, None
         self.dirty = False
         self._stamp = _stamp(target)
         return target

@@ -28,6 +28,7 @@ from tui_trainer.tui.screens.backup import BackupPane
 from tui_trainer.tui.screens.concepts import ConceptsPane
 from tui_trainer.tui.screens.confirm import ConfirmDialog
 from tui_trainer.tui.screens.distributed import DistributedPane
+from tui_trainer.tui.screens.import_report import ImportReportDialog
 from tui_trainer.tui.screens.method_specific import MethodPane
 from tui_trainer.tui.screens.model_method import ModelMethodPane
 from tui_trainer.tui.screens.optimizer import OptimizerPane
@@ -326,8 +327,7 @@ class EditorScreen(Screen[None]):
 
     def action_save_as(self) -> None:
         """Save under a new name."""
-        default = self.document.path or Path.cwd() / f"{self.document.config.workspace.run_name}.toml"
-        self.app.push_screen(PathPrompt("Save as", str(default)), self._save_as_chosen)
+        self.app.push_screen(PathPrompt("Save as", str(self.document.default_save_path())), self._save_as_chosen)
 
     def _save_as_chosen(self, path: Path | None) -> None:
         if path is not None:
@@ -361,22 +361,25 @@ class EditorScreen(Screen[None]):
         if path is None:
             return
         try:
-            document = ConfigDocument.open(path)
+            document, report = ConfigDocument.open_any(path)
         except ConfigError as error:
             self._show_problems(f"{path} not opened", error)
             return
-        await self.adopt(document.config, document.path)
+        await self.adopt(document.config, document.path, dirty=document.dirty, imported_from=document.imported_from)
         self.app.remember(document.path)
+        if report is not None:
+            self.app.push_screen(ImportReportDialog(report))
 
     def _show_problems(self, title: str, error: ConfigError) -> None:
         lines = [str(problem) for problem in error.problems]
         lines.append("Your current settings are kept.")
         self.app.push_screen(ProblemsDialog(title, lines))
 
-    async def adopt(self, config: TrainConfig, path: Path | None, *, dirty: bool = False) -> None:
-        """Replace the config being edited and rebuild every section."""
+    async def adopt(self, config: TrainConfig, path: Path | None, *, dirty: bool = False,
+                    imported_from: Path | None = None) -> None:
+        """Replace the config being edited (a file's, or one imported from `imported_from`) and rebuild every section."""
         section = self.current.SECTION
-        self.document.replace(config, path, dirty=dirty)
+        self.document.replace(config, path, dirty=dirty, imported_from=imported_from)
         switcher = self.query_one("#sections", ContentSwitcher)
         await switcher.remove_children()
         await switcher.mount_all(self._make_panes())
