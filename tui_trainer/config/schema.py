@@ -24,6 +24,7 @@ from tui_trainer.config.enums import (
     LossType,
     Method,
     MixedPrecision,
+    NotifyOn,
     OptimizerName,
     OutputFormat,
     PredictionType,
@@ -554,6 +555,18 @@ class DistributedConfig(Section):
     when the main process samples or backs up for longer)."""
 
 
+class NotifyConfig(Section):
+    """Notifications the trainer sends (apprise URLs), and the TUI's terminal alert."""
+
+    urls: list[str] = Field(default_factory=list)
+    """apprise URLs (ntfy://, discord://, tgram://, mailto://, json:// ...); write tokens as ${ENV_VAR}: they are read
+    when sending and never stored."""
+    on: list[NotifyOn] = Field(default_factory=lambda: [NotifyOn.FINISHED, NotifyOn.FAILED])
+    """When to notify: finished, failed, stopped, sample (with the image where the service allows), backup."""
+    terminal: bool = True
+    """A TUI watching the run rings the terminal bell and sends a desktop notification (OSC 9 / 777) when it ends."""
+
+
 METHOD_OUTPUT_FORMATS: dict[Method, tuple[OutputFormat, ...]] = {
     Method.LORA: (OutputFormat.KOHYA, OutputFormat.DIFFUSERS),
     Method.EMBEDDING: (OutputFormat.A1111,),
@@ -600,6 +613,8 @@ class TrainConfig(Section):
     """Save cadence."""
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     """Multi-GPU."""
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    """Notifications."""
 
     @field_validator("version")
     @classmethod

@@ -47,6 +47,7 @@ from tui_trainer.train.masks import loss_weights
 from tui_trainer.train.methods import SavedFile, backup_state, method_hook, method_module, restore_state
 from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, part_configs
 from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer
+from tui_trainer.train.notify import notifier_for
 from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, build_optimizer
 from tui_trainer.train.resume import config_changes, dataset_fingerprint, plan_paths
 from tui_trainer.train.sampling import make_samples, sampling_problem
@@ -687,6 +688,9 @@ def train_config(
         run = create_run_dir(resolve_path(config_path, config.workspace.dir), config.workspace.run_name, config_text)
     monitor = RunMonitor(run, console=_console(run, console)) if is_main_process() else SilentMonitor(run, os.environ.get(RANK_ENV, "?"))
     monitor.status(RunState.STARTING, step=0)
+    notifier = notifier_for(config.notify, run, monitor.warning) if is_main_process() else None
+    if notifier is not None:
+        monitor.listeners.append(notifier)
     recipe = TrainRecipe(config, config_path, run, monitor, resume=resume)
     code, state, reason = 1, RunState.FAILED, "error"
     try:

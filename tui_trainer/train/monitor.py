@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from tui_trainer.runs.events import CacheProgressEvent, ErrorEvent, Event, EventWriter, StepEvent, WarningEvent
@@ -43,6 +44,8 @@ class RunMonitor:
         self.log = open(run.log_file, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
         self.console = console
         self.tracker = tracker
+        self.listeners: list[Callable[[Event], None]] = []
+        """Called with every event `emit` writes (the notifier)."""
         self.live = bool(console is not None and console.isatty())
         self._last_status = 0.0
         self._progress_shown = False
@@ -74,6 +77,8 @@ class RunMonitor:
         event = self.events.emit(event)
         if text is not None:
             self.line(text)
+        for listener in self.listeners:
+            listener(event)
         return event
 
     def warning(self, message: str, **fields: Any) -> None:
