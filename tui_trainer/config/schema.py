@@ -203,6 +203,28 @@ class SamplingConfig(Section):
     """Sample with the EMA weights when EMA is on."""
 
 
+class ValidationConfig(Section):
+    """Validation loss on held-out images: the enabled [[concepts]] with type = "validation" (never trained on)."""
+
+    every: int = Field(default=0, ge=0)
+    """Measure every N units; 0 = never."""
+    unit: CadenceUnit = CadenceUnit.STEPS
+    """steps or epochs."""
+    draws: int = Field(default=4, ge=1, le=64)
+    """Fixed (seeded) timestep + noise draws per image: more = a smoother curve, that many times the cost."""
+    seed: int = Field(default=1234, ge=0)
+    """Seed of the draws; the same seed gives curves comparable between runs."""
+    before_training: bool = True
+    """Also measure before the first step (the curve's starting point)."""
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_is_steps_or_epochs(cls, value: CadenceUnit) -> CadenceUnit:
+        if value is CadenceUnit.MINUTES:
+            raise ValueError("'minutes' is not allowed here; allowed: steps, epochs")
+        return value
+
+
 class TrainingConfig(Section):
     """Resolution, batching, length, caching and loss."""
 
@@ -593,6 +615,8 @@ class TrainConfig(Section):
     """Sample prompts ([[samples]] tables)."""
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     """Sampling cadence."""
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    """Validation loss cadence (on the type = "validation" concepts)."""
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     """Training loop."""
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)

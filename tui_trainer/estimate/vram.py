@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from tui_trainer.config.enums import (
     AttentionBackend,
+    ConceptType,
     LoraTargets,
     LoraType,
     Method,
@@ -153,7 +154,7 @@ class Estimate:
     suggestions: list[Suggestion] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     phases: dict[str, int] = field(default_factory=dict)
-    """Peak bytes of every phase that happens (training_step, latent_caching, text_caching, sampling)."""
+    """Peak bytes of every phase that happens (training_step, latent_caching, text_caching, sampling, validation)."""
     gpu: GpuInfo | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -210,6 +211,8 @@ class Plan(NamedTuple):
     embedding_vectors: int
     sample_sizes: tuple[tuple[int, int], ...]
     """Sample (width, height) when sampling happens during the run; empty = no sampling."""
+    validation_batch: int = 0
+    """Images per validation forward pass (no gradients) when validation loss is measured; 0 = none."""
 
 
 def largest_size(resolution: str) -> tuple[int, int]:
@@ -260,6 +263,8 @@ def plan_from_config(
         lora_targets=config.lora.targets,
         embedding_vectors=config.embedding.num_vectors,
         sample_sizes=samples,
+        validation_batch=batch if config.validation.every and any(
+            concept.enabled and concept.type is ConceptType.VALIDATION for concept in config.concepts) else 0,
     )
 
 
@@ -400,6 +405,10 @@ def _phases(plan: Plan) -> tuple[dict[str, int], dict[str, int], dict[str, tuple
             for w, h in plan.sample_sizes
         )
         phases["sampling"] = round(held + loaded_for_sampling + sampling)
+    if plan.validation_batch:
+        forward = (plan.validation_batch * plan.spec.latent_pixels(plan.width, plan.height)
+                   * plan.spec.activations.checkpointed_bytes_per_latent_pixel * INFERENCE_FRACTION)
+        phases["validation"] = round(frozen_weights + trainable + optimizer + CUDA_CONTEXT_BYTES + forward)
     return phases, breakdown, parts
 
 

@@ -52,6 +52,7 @@ from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, bu
 from tui_trainer.train.resume import config_changes, dataset_fingerprint, plan_paths
 from tui_trainer.train.sampling import make_samples, sampling_problem
 from tui_trainer.train.saving import kohya_metadata
+from tui_trainer.train.validation import ValidationBatch, build_validation_set, evaluating, measure, validation_due
 
 SMOOTHING = 0.9
 """Weight of the history in the smoothed (exponential moving average, bias-corrected) loss."""
@@ -135,6 +136,8 @@ class TrainRecipe:
         self.shares: list[float] = []
         """This process's share of each batch of the epoch (its images x processes / the batch's images)."""
         self.end_fields: dict[str, Any] = {}
+        self.validation: list[ValidationBatch] = []
+        """The held-out batches of the validation loss (empty = no validation)."""
 
     def setup(self) -> None:
         """Everything before the first step: accelerator, data report, model + method, caches, optimizer."""
@@ -153,6 +156,7 @@ class TrainRecipe:
         self.processes.enter("model loading")
         self._setup_model()
         self._emit_start()
+        self._setup_validation()
         self._setup_caches()
         self.processes.enter("model set-up (DDP)")
         self._setup_optimizer()
@@ -238,6 +242,36 @@ class TrainRecipe:
         ), f"run {self.run.name}: {report.total_images} images, {report.steps_per_epoch} steps/epoch, "
            f"{report.total_steps} steps on {self.device}")
 
+    def _setup_validation(self) -> None:
+        """The held-out batches, encoded once while the VAE is on the device (validation.every > 0)."""
+        if not self.config.validation.every:
+            return
+        if not self.report.validation_items:
+            self.monitor.warning("validation.every is set but no enabled concept has type = \"validation\"; no validation loss")
+            return
+        vae = self.model.vae
+        self.validation = build_validation_set(
+            self.config, self.report.validation_items, lambda pixels: self.steps.encode(vae, pixels), self.monitor.warning,
+            self.mask_source(self.config),
+        )
+
+    def validate(self) -> None:
+        """The validation loss of this step (every process computes it; the main one reports it)."""
+        if not self.validation:
+            return
+        modules = [self.model.unet, *self.model.text_encoders.values()]
+        with evaluating(modules):
+            event = measure(self.validation, self.config, self.device, self.global_step, self.epoch + 1, self._validation_loss)
+        self.monitor.validation(event)
+
+    def _validation_loss(self, batch: TrainingBatch, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        conditioning = self._text(self.captions(self.config, batch.captions), False)
+        conditioning |= image_conditions(self.model.family, batch, self.device)
+        return self.steps.loss(
+            self.model, latents, conditioning, self.config.training, generator, self.input_dtype, self.accelerator.autocast,
+            self.unet_inputs(self.model, batch, latents), None,
+        )
+
     def _setup_caches(self) -> None:
         training, concepts = self.config.training, self.config.concepts
         processes = self.processes
@@ -273,7 +307,8 @@ class TrainRecipe:
         concepts = self.config.concepts
         if any(c.shuffle_tags or c.tag_dropout or c.caption_dropout for c in concepts):
             return
-        captions = sorted({caption for item in self.report.items for caption in self.item_captions.of(item)})
+        captions = sorted({caption for item in self.report.items for caption in self.item_captions.of(item)}
+                          | {caption for held_out in self.validation for caption in held_out.batch.captions})
         step = max(1, self.config.training.batch_size)
         for start in range(0, len(captions), step):
             self.text_cache.get(captions[start : start + step])
@@ -400,6 +435,8 @@ class TrainRecipe:
         timer.tick()
         if self.global_step == 0 and self.config.sampling.before_training and self.config.samples:
             self.sample()
+        if self.global_step == 0 and self.config.validation.before_training:
+            self.validate()
         if self.global_step >= total:
             return "completed"
         self.processes.enter(f"the step after step {self.global_step}")
@@ -470,6 +507,8 @@ class TrainRecipe:
             if self.control.any([failure is not None])[0]:
                 raise failure or TrainError(f"{command.value} failed in the main process", "see the main process's error event")
             self.control.done(command)
+        if validation_due(self.config, self.global_step, self.epoch + 1, epoch_ended):
+            self.validate()
         return None
 
     def on_signal(self, signum: int) -> None:

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from tui_trainer.runs.events import CacheProgressEvent, ErrorEvent, Event, EventWriter, StepEvent, WarningEvent
+from tui_trainer.runs.events import CacheProgressEvent, ErrorEvent, Event, EventWriter, StepEvent, ValidationEvent, WarningEvent
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import RunState, write_status
 from tui_trainer.units import format_duration
@@ -110,6 +110,14 @@ class RunMonitor:
             self.tracker(scalars, step=event.step)
         if time.monotonic() - self._last_status >= STATUS_INTERVAL_S or event.step == event.total_steps:
             self.status(state, step=event.step, epoch=event.epoch, total_steps=event.total_steps)
+
+    def validation(self, event: ValidationEvent) -> None:
+        """A `validation` event, its log line and TensorBoard scalars (validation/loss, validation/<concept>)."""
+        concepts = " ".join(f"{name} {loss:.4f}" for name, loss in event.concepts.items())
+        self.emit(event, f"validation at step {event.step}: loss {event.loss:.4f} ({concepts}; {event.images} images, {event.seconds:.1f} s)")
+        if self.tracker is not None:
+            scalars = {"validation/loss": event.loss} | {f"validation/{name}": loss for name, loss in event.concepts.items()}
+            self.tracker(scalars, step=event.step)
 
     def close(self) -> None:
         """Flush and close the files."""

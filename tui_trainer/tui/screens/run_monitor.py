@@ -19,7 +19,7 @@ from textual.worker import Worker, WorkerState
 
 from tui_trainer.config import ConfigError, load_config
 from tui_trainer.runs.commands import Command, send_command
-from tui_trainer.runs.events import Event, ResumeEvent, StepEvent, UnknownEvent
+from tui_trainer.runs.events import Event, ResumeEvent, StepEvent, UnknownEvent, ValidationEvent
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import TERMINAL_STATES, RunState
 from tui_trainer.runs.summary import RunSummary, latest_samples, read_run_config, sample_prompts
@@ -157,6 +157,8 @@ class RunMonitorScreen(Screen[None]):
                 self.summary.apply(event)
                 if isinstance(event, StepEvent) and event.loss is not None:
                     chart.add(event.step, event.loss, event.smoothed_loss)
+                elif isinstance(event, ValidationEvent) and event.loss is not None:
+                    chart.add_validation(event.step, event.loss)
                 elif isinstance(event, ResumeEvent):
                     chart.truncate(event.step)
                 notes += self._unknown_note(event)
