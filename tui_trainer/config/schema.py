@@ -577,6 +577,17 @@ class DistributedConfig(Section):
     when the main process samples or backs up for longer)."""
 
 
+class WandbConfig(Section):
+    """Weights & Biases, a second logger beside TensorBoard (pip install 'tui-trainer[wandb]')."""
+
+    enabled: bool = False
+    """Log scalars, samples and the config to wandb; offline (into the run folder's wandb/) when no API key is set."""
+    project: str = Field(default="tui-trainer", min_length=1)
+    """wandb project."""
+    entity: str | None = None
+    """wandb team or user; absent = your default entity."""
+
+
 class NotifyConfig(Section):
     """Notifications the trainer sends (apprise URLs), and the TUI's terminal alert."""
 
@@ -639,6 +650,8 @@ class TrainConfig(Section):
     """Multi-GPU."""
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     """Notifications."""
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+    """Weights & Biases logging."""
 
     @field_validator("version")
     @classmethod

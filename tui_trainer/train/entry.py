@@ -46,13 +46,14 @@ from tui_trainer.train.loop import image_conditions
 from tui_trainer.train.masks import loss_weights
 from tui_trainer.train.methods import SavedFile, backup_state, method_hook, method_module, restore_state
 from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, part_configs
-from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer
+from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer, chain_trackers
 from tui_trainer.train.notify import notifier_for
 from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, build_optimizer
 from tui_trainer.train.resume import config_changes, dataset_fingerprint, plan_paths
 from tui_trainer.train.sampling import make_samples, sampling_problem
 from tui_trainer.train.saving import kohya_metadata
 from tui_trainer.train.validation import ValidationBatch, build_validation_set, evaluating, measure, validation_due
+from tui_trainer.train.wandb_logger import WandbLogger
 
 SMOOTHING = 0.9
 """Weight of the history in the smoothed (exponential moving average, bias-corrected) loss."""
@@ -138,6 +139,7 @@ class TrainRecipe:
         self.end_fields: dict[str, Any] = {}
         self.validation: list[ValidationBatch] = []
         """The held-out batches of the validation loss (empty = no validation)."""
+        self.wandb: WandbLogger | None = None
 
     def setup(self) -> None:
         """Everything before the first step: accelerator, data report, model + method, caches, optimizer."""
@@ -190,6 +192,10 @@ class TrainRecipe:
         if training.tensorboard:
             accelerator.init_trackers("scalars")
             self.monitor.tracker = accelerator.log
+        if self.config.wandb.enabled and accelerator.is_main_process:
+            self.wandb = WandbLogger(self.config, self.run, self.monitor.warning)
+            self.monitor.tracker = chain_trackers(self.monitor.tracker, self.wandb.log)
+            self.monitor.listeners.append(self.wandb)
         return accelerator
 
     def _setup_data(self) -> Any:
@@ -685,6 +691,8 @@ class TrainRecipe:
         accelerator = getattr(self, "accelerator", None)
         if accelerator is not None:
             accelerator.end_training()
+        if self.wandb is not None:
+            self.wandb.finish()
         # accelerate keeps one state per process and refuses another mixed precision later; a process that
         # trains more than once (tests, benchmarks, in-process resume) starts each run fresh.
         AcceleratorState._reset_state(reset_partial_state=True)

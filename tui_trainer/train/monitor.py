@@ -17,6 +17,19 @@ STATUS_INTERVAL_S = 1.0
 """status.json is rewritten at most this often during steps (always on state changes)."""
 
 
+def chain_trackers(*trackers: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """One tracker (scalars, step=...) calling each given one in turn; None when none is given."""
+    given = [tracker for tracker in trackers if tracker is not None]
+    if len(given) < 2:
+        return given[0] if given else None
+
+    def track(scalars: dict[str, float], step: int) -> None:
+        for tracker in given:
+            tracker(scalars, step=step)
+
+    return track
+
+
 class StepTimer:
     """Seconds per optimizer step over a sliding window, and the ETA it implies."""
 
