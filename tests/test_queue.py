@@ -114,3 +114,30 @@ def test_a_detached_runner_trains_the_queue_in_order_and_goes_on_after_a_failure
     log = (queue.folder / "runner.log").read_text()
     assert log.index("first") < log.index("broken") < log.index("third")
     assert runs[0].status_file.stat().st_mtime <= runs[2].config_file.stat().st_mtime  # one after the other
+
+
+@pytest.mark.slow
+def test_a_paused_queue_waits_and_goes_on_when_resumed(tmp_path: Path):
+    workspace = tmp_path / "ws"
+    queue = RunQueue(workspace)
+    entry = queue.add('method = "no-such-method"\n', "broken", "/broken.toml")
+    queue.pause()
+    runner = subprocess.Popen([sys.executable, "-m", "tui_trainer.cli", "queue", "run", "--workspace", str(workspace)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while queue.runner_pid() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert queue.runner_pid() == runner.pid
+        time.sleep(1.5)  # more than a paused runner's poll
+        assert runner.poll() is None and queue.entries()[0].state is EntryState.PENDING
+        assert main(["queue", "resume", "--workspace", str(workspace)]) == 0
+        output, _ = runner.communicate(timeout=TIMEOUT_S)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 1  # an entry failed
+    (done,) = queue.entries()
+    assert done.id == entry.id and done.state is EntryState.FAILED and done.exit_code == 2
+    assert "no-such-method" in Path(done.run, "train.log").read_text()
+    assert f"{entry.id} (broken) failed (exit 2)" in output
