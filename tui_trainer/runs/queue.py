@@ -121,6 +121,8 @@ class RunQueue:
             if entry is None or not (self.folder / f"{path.stem}.toml").is_file():
                 continue
             state = _read_json(self._state_file(path.stem)) or {}
+            if state.get("state") not in set(EntryState):
+                state = {**state, "state": EntryState.FAILED if state else EntryState.PENDING}
             found.append(QueueEntry(
                 id=path.stem, name=str(entry.get("name", path.stem)), source=str(entry.get("source", "")),
                 added_at=float(entry.get("added_at", 0)), position=float(entry.get("position", 0)),
