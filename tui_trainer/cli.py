@@ -362,9 +362,10 @@ def cmd_queue_run(args: argparse.Namespace) -> int:
 
 
 def add_queue_parser(commands: Any) -> None:
-    """`tui-trainer queue list|add|remove|move|pause|resume|run`."""
+    """`tui-trainer queue list|add|remove|move|pause|resume|run`; `queue` alone lists ./workspace's queue."""
     queue = commands.add_parser("queue", help="queue configs to train one after another")
-    actions = queue.add_subparsers(dest="queue_command", metavar="ACTION", required=True)
+    queue.set_defaults(handler=cmd_queue_list, workspace=None, json=False)
+    actions = queue.add_subparsers(dest="queue_command", metavar="ACTION")
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--workspace", metavar="DIR", help="workspace folder, or a config naming one (default: ./workspace)")
     listing = actions.add_parser("list", parents=[where], help="show the queue")

@@ -140,6 +140,8 @@ class TrainRecipe:
         self.validation: list[ValidationBatch] = []
         """The held-out batches of the validation loss (empty = no validation)."""
         self.wandb: WandbLogger | None = None
+        self.validated_at: int | None = None
+        """The step of the last validation loss."""
 
     def setup(self) -> None:
         """Everything before the first step: accelerator, data report, model + method, caches, optimizer."""
@@ -265,6 +267,7 @@ class TrainRecipe:
         """The validation loss of this step (every process computes it; the main one reports it)."""
         if not self.validation:
             return
+        self.validated_at = self.global_step
         modules = [self.model.unet, *self.model.text_encoders.values()]
         with evaluating(modules):
             event = measure(self.validation, self.config, self.device, self.global_step, self.epoch + 1, self._validation_loss)
@@ -482,6 +485,8 @@ class TrainRecipe:
                 self._emit_step(epoch, loss, self._smooth(loss), timer, total)
                 stop = self._after_step(loss, epoch_ended=self.batch_index == len(batches))
                 if stop or self.global_step >= total:
+                    if self.config.validation.every and self.validated_at != self.global_step:
+                        self.validate()  # the curve ends where training does
                     return stop or "completed"
                 trains_text = self._activate_parts(epoch)
             self.batch_index = 0
