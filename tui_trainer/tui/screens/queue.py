@@ -19,7 +19,8 @@ from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
 REFRESH_S = 2.0
 """How often the queue is re-read."""
 
-COLUMNS = ("#", "Entry", "Name", "State", "Run folder / config")
+COLUMNS = {"#": 3, "Entry": 22, "Name": 20, "State": 8, "Run folder / config": None}
+"""Column labels and widths (None: as wide as its cells)."""
 
 ENTRY_ACTIONS: dict[str, Callable[[QueueEntry], bool]] = {
     "move(-1)": lambda entry: True,
@@ -71,7 +72,9 @@ class QueueScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns(*COLUMNS)
+        table = self.query_one(DataTable)
+        for label, width in COLUMNS.items():
+            table.add_column(label, width=width)
         self.set_interval(self.refresh_interval, self.reload)
         self.call_later(self.reload)
 
