@@ -19,8 +19,6 @@ from tui_trainer.config.schema import NotifyConfig
 from tui_trainer.runs.events import EndEvent, ErrorEvent, SampleEvent, WarningEvent, read_events
 from tui_trainer.runs.layout import create_run_dir
 
-pytest.importorskip("apprise")
-
 SECRET = "s3cr3t-token-9f2c"
 
 
