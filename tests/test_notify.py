@@ -110,6 +110,18 @@ def test_unsendable_and_unreadable_urls_are_warnings_without_the_secret(tmp_path
     assert not any(SECRET in warning for warning in warnings)
 
 
+def test_a_token_written_into_a_url_is_a_warning_that_does_not_repeat_it(tmp_path: Path, server):
+    from tui_trainer.train.notify import Notifier
+
+    port, received = server
+    run = create_run_dir(tmp_path / "ws", "tiny", "")
+    warnings: list[str] = []
+    Notifier(NotifyConfig(urls=[f"json://user:{SECRET}@127.0.0.1:{port}/", f"json://127.0.0.1:{port}/"]), run, warnings.append, environ={})
+    (warning,) = warnings
+    assert warning.startswith("notify.urls[0] (json://user:****@127.0.0.1") and "write ${NAME} in its place" in warning
+    assert SECRET not in warning
+
+
 @pytest.mark.slow
 def test_a_trained_run_notifies_its_finish_and_keeps_the_secret_out_of_its_folder(
     tiny_sd15: Path, tmp_path: Path, server, monkeypatch: pytest.MonkeyPatch,

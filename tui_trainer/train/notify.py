@@ -89,7 +89,11 @@ class Notifier:
             if plugin is None:
                 warn(f"notify.urls[{index}]: apprise cannot read {self.mask(template)!r}; see https://github.com/caronc/apprise/wiki")
                 continue
-            self.targets.append(Target(index, plugin, self.mask(plugin.url(privacy=True))))
+            shown = self.mask(plugin.url(privacy=True))
+            if not PLACEHOLDER.search(template) and plugin.url(privacy=True) != plugin.url():
+                warn(f"notify.urls[{index}] ({shown}) holds its token as written, so the run folder's config.toml has it; "
+                     "put the token in an environment variable and write ${NAME} in its place")
+            self.targets.append(Target(index, plugin, shown))
 
     def mask(self, text: str) -> str:
         """`text` with every value read from the environment replaced by ****."""
