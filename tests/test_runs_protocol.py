@@ -15,7 +15,7 @@ from pathlib import Path
 from tui_trainer.runs.commands import Command, consume_command, pending_commands, send_command
 from tui_trainer.runs.events import (
     EVENT_KINDS, BackupEvent, CacheProgressEvent, EndEvent, ErrorEvent, Event, EventReader, EventWriter, ResumeEvent,
-    SampleEvent, SaveEvent, StartEvent, StepEvent, UnknownEvent, WarningEvent, event_from_json, parse_events,
+    SampleEvent, SaveEvent, StartEvent, StepEvent, UnknownEvent, ValidationEvent, WarningEvent, event_from_json, parse_events,
     read_events,
 )
 from tui_trainer.runs.layout import DELETING_PREFIX, create_run_dir, delete_run, list_runs
@@ -89,6 +89,7 @@ EXAMPLES: dict[type[Event], Event] = {example.__class__: example for example in 
     StepEvent(time=4.5, step=13, total_steps=40, epoch=2, epochs=4, loss=0.125, smoothed_loss=0.25,
               lr={"unet": 1e-4, "text_encoder": 5e-5}, it_per_s=2.0, s_per_step=0.5, eta_s=13.5, vram_bytes=3 * 2**30),
     SampleEvent(time=5.5, step=13, paths=["samples/step-000013-0.png"], prompts=["a red circle"]),
+    ValidationEvent(time=5.75, step=13, epoch=2, loss=0.125, concepts={"held-out": 0.125}, images=3, seconds=0.5),
     BackupEvent(time=6.5, step=13, path="backups/step-000013", bytes=2048, seconds=0.25,
                 removed=["backups/step-000010"]),
     SaveEvent(time=7.5, path="output/dogs.safetensors", format="kohya", step=13),

@@ -301,6 +301,123 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if code == 0 else EXIT_ERROR
 
 
+def _queue(args: argparse.Namespace) -> Any:
+    from tui_trainer.runs.queue import RunQueue
+
+    return RunQueue(runs_workspace(args.workspace))
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    """Print the queue: position, id, state, name, run folder (or its JSON)."""
+    import json
+
+    queue = _queue(args)
+    entries = queue.entries()
+    if args.json:
+        print(json.dumps({"workspace": str(queue.workspace), "paused": queue.paused, "runner_pid": queue.runner_pid(),
+                          "entries": [entry.to_json() for entry in entries]}, indent=2))
+        return EXIT_OK
+    pid = queue.runner_pid()
+    print(f"queue of {queue.workspace}: " + ("paused, " if queue.paused else "") + (f"runner pid {pid}" if pid else "no runner"))
+    for position, entry in enumerate(entries, start=1):
+        print(f"{position:>3}  {entry.id}  {entry.state.value:<8}  {entry.name}  {entry.run or entry.source}")
+    if not entries:
+        print("  (empty: tui-trainer queue add CONFIG)")
+    return EXIT_OK
+
+
+def cmd_queue_add(args: argparse.Namespace) -> int:
+    """Validate each config and append it (paths made absolute) to its workspace's queue."""
+    from tui_trainer.config import ConfigError, check_paths, dump_config, load_config, resolve_path, with_absolute_paths
+    from tui_trainer.runs.queue import RunQueue
+
+    loaded = []
+    for path in args.configs:
+        try:
+            config = load_config(path)
+            problems = check_paths(config, path)
+            if problems:
+                raise ConfigError(problems)
+        except ConfigError as error:
+            _print_problems(error.problems)
+            return EXIT_USAGE
+        loaded.append((path, with_absolute_paths(config, path), resolve_path(path, config.workspace.dir)))
+    for path, config, workspace in loaded:
+        queue = RunQueue(args.workspace or workspace)
+        entry = queue.add(dump_config(config), config.workspace.run_name, Path(path).resolve())
+        print(f"queued {path} as {entry.id} in {queue.folder}")
+    return EXIT_OK
+
+
+def _queue_change(change: Callable[[Any], str]) -> Callable[[argparse.Namespace], int]:
+    """A queue subcommand that changes the queue and prints what it did; QueueError is a usage error."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from tui_trainer.runs.queue import QueueError
+
+        try:
+            print(change(args))
+        except QueueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        return EXIT_OK
+
+    return handler
+
+
+QUEUE_CHANGES: dict[str, Callable[[argparse.Namespace], str]] = {
+    "remove": lambda args: "\n".join(f"removed {_queue(args).remove(key).id}" for key in args.entries),
+    "move": lambda args: f"moved {_queue(args).move(args.entry, args.position).id} to position {args.position}",
+    "pause": lambda args: (_queue(args).pause(), "paused: the runner starts no further entry")[1],
+    "resume": lambda args: (_queue(args).resume(), "resumed")[1],
+}
+"""What each queue subcommand that changes the queue does, as the line it prints."""
+
+
+def cmd_queue_run(args: argparse.Namespace) -> int:
+    """Train the pending entries one after another (in the foreground, or detached with --detach)."""
+    from tui_trainer.runs.queue import QueueError, QueueRunner, detach_runner
+
+    queue = _queue(args)
+    try:
+        if args.detach:
+            pid = detach_runner(queue, stop_on_failure=args.stop_on_failure)
+            print(f"queue runner started (pid {pid}); log: {queue.folder / 'runner.log'}")
+            return EXIT_OK
+        return QueueRunner(queue, stop_on_failure=args.stop_on_failure, say=lambda text: print(text, flush=True)).run()
+    except QueueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def add_queue_parser(commands: Any) -> None:
+    """`tui-trainer queue list|add|remove|move|pause|resume|run`; `queue` alone lists ./workspace's queue."""
+    queue = commands.add_parser("queue", help="queue configs to train one after another")
+    queue.set_defaults(handler=cmd_queue_list, workspace=None, json=False)
+    actions = queue.add_subparsers(dest="queue_command", metavar="ACTION")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--workspace", metavar="DIR", help="workspace folder, or a config naming one (default: ./workspace)")
+    listing = actions.add_parser("list", parents=[where], help="show the queue")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=cmd_queue_list)
+    add = actions.add_parser("add", parents=[where], help="append configs (default: to each config's workspace)")
+    add.add_argument("configs", nargs="+", metavar="CONFIG")
+    add.set_defaults(handler=cmd_queue_add)
+    remove = actions.add_parser("remove", parents=[where], help="take entries out (by position or id)")
+    remove.add_argument("entries", nargs="+", metavar="ENTRY")
+    move = actions.add_parser("move", parents=[where], help="put an entry at a position")
+    move.add_argument("entry", metavar="ENTRY")
+    move.add_argument("position", type=int, metavar="POSITION")
+    pause = actions.add_parser("pause", parents=[where], help="start no further entry until resume")
+    resume = actions.add_parser("resume", parents=[where], help="let the runner go on")
+    for name, parser in (("remove", remove), ("move", move), ("pause", pause), ("resume", resume)):
+        parser.set_defaults(handler=_queue_change(QUEUE_CHANGES[name]))
+    run = actions.add_parser("run", parents=[where], help="train the pending entries one after another")
+    run.add_argument("--detach", action="store_true", help="run in the background; survives the SSH link and the app")
+    run.add_argument("--stop-on-failure", action="store_true", help="stop at a failed entry instead of going on")
+    run.set_defaults(handler=cmd_queue_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="tui-trainer", description="Set up, run and watch Stable Diffusion fine-tuning.")
@@ -371,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--headless", action="store_true", help="train right away without the app, printing progress")
     demo.add_argument("--max-steps", type=int, help="stop after this many steps (headless)")
     demo.set_defaults(handler=cmd_demo)
+    add_queue_parser(commands)
     return parser
 
 

@@ -85,6 +85,16 @@ class CadenceUnit(StrEnum):
     MINUTES = "minutes"
 
 
+class NotifyOn(StrEnum):
+    """A moment of a run that sends a notification."""
+
+    FINISHED = "finished"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    SAMPLE = "sample"
+    BACKUP = "backup"
+
+
 class TrainForUnit(StrEnum):
     """Unit of how long a model part is trained."""
 

@@ -24,6 +24,7 @@ from tui_trainer.config.enums import (
     LossType,
     Method,
     MixedPrecision,
+    NotifyOn,
     OptimizerName,
     OutputFormat,
     PredictionType,
@@ -201,6 +202,28 @@ class SamplingConfig(Section):
     """Also make samples before the first step."""
     use_ema: bool = True
     """Sample with the EMA weights when EMA is on."""
+
+
+class ValidationConfig(Section):
+    """Validation loss on held-out images: the enabled [[concepts]] with type = "validation" (never trained on)."""
+
+    every: int = Field(default=0, ge=0)
+    """Measure every N units; 0 = never."""
+    unit: CadenceUnit = CadenceUnit.STEPS
+    """steps or epochs."""
+    draws: int = Field(default=4, ge=1, le=64)
+    """Fixed (seeded) timestep + noise draws per image: more = a smoother curve, that many times the cost."""
+    seed: int = Field(default=1234, ge=0)
+    """Seed of the draws; the same seed gives curves comparable between runs."""
+    before_training: bool = True
+    """Also measure before the first step (the curve's starting point)."""
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_is_steps_or_epochs(cls, value: CadenceUnit) -> CadenceUnit:
+        if value is CadenceUnit.MINUTES:
+            raise ValueError("'minutes' is not allowed here; allowed: steps, epochs")
+        return value
 
 
 class TrainingConfig(Section):
@@ -575,6 +598,29 @@ class DistributedConfig(Section):
     when the main process samples or backs up for longer)."""
 
 
+class WandbConfig(Section):
+    """Weights & Biases, a second logger beside TensorBoard (pip install 'tui-trainer[wandb]')."""
+
+    enabled: bool = False
+    """Log scalars, samples and the config to wandb; offline (into the run folder's wandb/) when no API key is set."""
+    project: str = Field(default="tui-trainer", min_length=1)
+    """wandb project."""
+    entity: str | None = None
+    """wandb team or user; absent = your default entity."""
+
+
+class NotifyConfig(Section):
+    """Notifications the trainer sends (apprise URLs), and the TUI's terminal alert."""
+
+    urls: list[str] = Field(default_factory=list)
+    """apprise URLs (ntfy://, discord://, tgram://, mailto://, json:// ...); write tokens as ${ENV_VAR}: they are read
+    when sending and never stored."""
+    on: list[NotifyOn] = Field(default_factory=lambda: [NotifyOn.FINISHED, NotifyOn.FAILED])
+    """When to notify: finished, failed, stopped, sample (with the image where the service allows), backup."""
+    terminal: bool = True
+    """A TUI watching the run rings the terminal bell and sends a desktop notification (OSC 9 / 777) when it ends."""
+
+
 METHOD_OUTPUT_FORMATS: dict[Method, tuple[OutputFormat, ...]] = {
     Method.LORA: (OutputFormat.KOHYA, OutputFormat.DIFFUSERS),
     Method.EMBEDDING: (OutputFormat.A1111,),
@@ -601,6 +647,8 @@ class TrainConfig(Section):
     """Sample prompts ([[samples]] tables)."""
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     """Sampling cadence."""
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    """Validation loss cadence (on the type = "validation" concepts)."""
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     """Training loop."""
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -623,6 +671,10 @@ class TrainConfig(Section):
     """Multi-GPU."""
     flow: FlowConfig = Field(default_factory=FlowConfig)
     """Flow-matching settings (FLUX.1, Chroma)."""
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    """Notifications."""
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+    """Weights & Biases logging."""
 
     @field_validator("version")
     @classmethod

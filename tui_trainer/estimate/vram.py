@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from tui_trainer.config.enums import (
     AttentionBackend,
+    ConceptType,
     LoraTargets,
     LoraType,
     Method,
@@ -163,7 +164,8 @@ class Estimate:
     suggestions: list[Suggestion] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     phases: dict[str, PhaseMemory] = field(default_factory=dict)
-    """VRAM and RAM peaks of every phase that happens (loading, latent_caching, text_caching, training_step, sampling)."""
+    """VRAM and RAM peaks of every phase that happens (loading, text_caching, latent_caching, training_step, sampling,
+    validation)."""
     gpu: GpuInfo | None = None
 
     @property
@@ -232,6 +234,8 @@ class Plan(NamedTuple):
     embedding_vectors: int
     sample_sizes: tuple[tuple[int, int], ...]
     """Sample (width, height) when sampling happens during the run; empty = no sampling."""
+    validation_batch: int = 0
+    """Images per validation forward pass (no gradients) when validation loss is measured; 0 = none."""
 
 
 def largest_size(resolution: str) -> tuple[int, int]:
@@ -282,6 +286,8 @@ def plan_from_config(
         lora_targets=config.lora.targets,
         embedding_vectors=config.embedding.num_vectors,
         sample_sizes=samples,
+        validation_batch=batch if config.validation.every and any(
+            concept.enabled and concept.type is ConceptType.VALIDATION for concept in config.concepts) else 0,
     )
 
 
@@ -442,6 +448,11 @@ def _phases(plan: Plan) -> tuple[dict[str, PhaseMemory], dict[str, int], dict[st
             for w, h in plan.sample_sizes
         )
         phases["sampling"] = PhaseMemory(round(held + off_gpu + sampling), PROCESS_RAM_BYTES)
+    if plan.validation_batch:
+        forward = (plan.validation_batch * plan.spec.latent_pixels(plan.width, plan.height)
+                   * plan.spec.activations.checkpointed_bytes_per_latent_pixel * INFERENCE_FRACTION)
+        phases["validation"] = PhaseMemory(round(frozen_weights + trainable + optimizer + CUDA_CONTEXT_BYTES + forward),
+                                           PROCESS_RAM_BYTES + off_gpu)
     return phases, breakdown, parts
 
 

@@ -150,6 +150,19 @@ class SampleEvent(Event):
 
 
 @dataclass(kw_only=True)
+class ValidationEvent(Event):
+    """Validation loss at a step: the mean over the held-out images (fixed seeded draws, no gradients) and per concept."""
+
+    KIND: ClassVar[str] = "validation"
+    step: int = 0
+    epoch: int | None = None
+    loss: float | None = None
+    concepts: dict[str, float] = field(default_factory=dict)
+    images: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(kw_only=True)
 class BackupEvent(Event):
     """A complete backup, and the older ones the rolling count removed."""
 
@@ -203,8 +216,8 @@ class EndEvent(Event):
 
 
 EVENT_KINDS: dict[str, type[Event]] = {kind.KIND: kind for kind in (
-    StartEvent, ResumeEvent, CacheProgressEvent, StepEvent, SampleEvent, BackupEvent, SaveEvent, WarningEvent,
-    ErrorEvent, EndEvent,
+    StartEvent, ResumeEvent, CacheProgressEvent, StepEvent, SampleEvent, ValidationEvent, BackupEvent, SaveEvent,
+    WarningEvent, ErrorEvent, EndEvent,
 )}
 """JSON "type" -> the event's dataclass."""
 

@@ -47,11 +47,14 @@ from tui_trainer.train.loop import image_conditions
 from tui_trainer.train.masks import loss_weights
 from tui_trainer.train.methods import SavedFile, backup_state, method_hook, method_module, restore_state
 from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, part_configs
-from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer
+from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer, chain_trackers
+from tui_trainer.train.notify import notifier_for
 from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, build_optimizer
 from tui_trainer.train.resume import config_changes, dataset_fingerprint, plan_paths
 from tui_trainer.train.sampling import make_samples, sampling_problem
 from tui_trainer.train.saving import kohya_metadata
+from tui_trainer.train.validation import ValidationBatch, build_validation_set, evaluating, measure, validation_due
+from tui_trainer.train.wandb_logger import WandbLogger
 
 SMOOTHING = 0.9
 """Weight of the history in the smoothed (exponential moving average, bias-corrected) loss."""
@@ -135,6 +138,11 @@ class TrainRecipe:
         self.shares: list[float] = []
         """This process's share of each batch of the epoch (its images x processes / the batch's images)."""
         self.end_fields: dict[str, Any] = {}
+        self.validation: list[ValidationBatch] = []
+        """The held-out batches of the validation loss (empty = no validation)."""
+        self.wandb: WandbLogger | None = None
+        self.validated_at: int | None = None
+        """The step of the last validation loss."""
 
     def setup(self) -> None:
         """Everything before the first step: accelerator, data report, model + method, caches, optimizer."""
@@ -153,6 +161,7 @@ class TrainRecipe:
         self.processes.enter("model loading")
         self._setup_model()
         self._emit_start()
+        self._setup_validation()
         self._setup_caches()
         self.processes.enter("model set-up (DDP)")
         self._setup_optimizer()
@@ -186,6 +195,10 @@ class TrainRecipe:
         if training.tensorboard:
             accelerator.init_trackers("scalars")
             self.monitor.tracker = accelerator.log
+        if self.config.wandb.enabled and accelerator.is_main_process:
+            self.wandb = WandbLogger(self.config, self.run, self.monitor.warning)
+            self.monitor.tracker = chain_trackers(self.monitor.tracker, self.wandb.log)
+            self.monitor.listeners.append(self.wandb)
         return accelerator
 
     def _setup_data(self) -> Any:
@@ -238,6 +251,37 @@ class TrainRecipe:
         ), f"run {self.run.name}: {report.total_images} images, {report.steps_per_epoch} steps/epoch, "
            f"{report.total_steps} steps on {self.device}")
 
+    def _setup_validation(self) -> None:
+        """The held-out batches, encoded once while the VAE is on the device (validation.every > 0)."""
+        if not self.config.validation.every:
+            return
+        if not self.report.validation_items:
+            self.monitor.warning("validation.every is set but no enabled concept has type = \"validation\"; no validation loss")
+            return
+        vae = self.model.vae
+        self.validation = build_validation_set(
+            self.config, self.report.validation_items, lambda pixels: self.steps.encode(vae, pixels), self.monitor.warning,
+            self.mask_source(self.config),
+        )
+
+    def validate(self) -> None:
+        """The validation loss of this step (every process computes it; the main one reports it)."""
+        if not self.validation:
+            return
+        self.validated_at = self.global_step
+        modules = [self.model.unet, *self.model.text_encoders.values()]
+        with evaluating(modules):
+            event = measure(self.validation, self.config, self.device, self.global_step, self.epoch + 1, self._validation_loss)
+        self.monitor.validation(event)
+
+    def _validation_loss(self, batch: TrainingBatch, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        conditioning = self._text(self.captions(self.config, batch.captions), False)
+        conditioning |= image_conditions(self.model.family, batch, self.device)
+        return self.steps.loss(
+            self.model, latents, conditioning, self.config.training, generator, self.input_dtype, self.accelerator.autocast,
+            self.unet_inputs(self.model, batch, latents), None,
+        )
+
     def _setup_caches(self) -> None:
         """Text outputs first (the text encoders then leave the GPU), then latents, so the two never share it."""
         training = self.config.training
@@ -279,7 +323,8 @@ class TrainRecipe:
         concepts = self.config.concepts
         if any(c.shuffle_tags or c.tag_dropout or c.caption_dropout for c in concepts):
             return
-        captions = sorted({caption for item in self.report.items for caption in self.item_captions.of(item)})
+        captions = sorted({caption for item in self.report.items for caption in self.item_captions.of(item)}
+                          | {caption for held_out in self.validation for caption in held_out.batch.captions})
         step = max(1, self.config.training.batch_size)
         for start in range(0, len(captions), step):
             self.text_cache.get(captions[start : start + step])
@@ -406,6 +451,8 @@ class TrainRecipe:
         timer.tick()
         if self.global_step == 0 and self.config.sampling.before_training and self.config.samples:
             self.sample()
+        if self.global_step == 0 and self.config.validation.before_training:
+            self.validate()
         if self.global_step >= total:
             return "completed"
         self.processes.enter(f"the step after step {self.global_step}")
@@ -445,6 +492,8 @@ class TrainRecipe:
                 self._emit_step(epoch, loss, self._smooth(loss), timer, total)
                 stop = self._after_step(loss, epoch_ended=self.batch_index == len(batches))
                 if stop or self.global_step >= total:
+                    if self.config.validation.every and self.validated_at != self.global_step:
+                        self.validate()  # the curve ends where training does
                     return stop or "completed"
                 trains_text = self._activate_parts(epoch)
             self.batch_index = 0
@@ -476,6 +525,8 @@ class TrainRecipe:
             if self.control.any([failure is not None])[0]:
                 raise failure or TrainError(f"{command.value} failed in the main process", "see the main process's error event")
             self.control.done(command)
+        if validation_due(self.config, self.global_step, self.epoch + 1, epoch_ended):
+            self.validate()
         return None
 
     def on_signal(self, signum: int) -> None:
@@ -652,6 +703,8 @@ class TrainRecipe:
         accelerator = getattr(self, "accelerator", None)
         if accelerator is not None:
             accelerator.end_training()
+        if self.wandb is not None:
+            self.wandb.finish()
         # accelerate keeps one state per process and refuses another mixed precision later; a process that
         # trains more than once (tests, benchmarks, in-process resume) starts each run fresh.
         AcceleratorState._reset_state(reset_partial_state=True)
@@ -694,6 +747,9 @@ def train_config(
         run = create_run_dir(resolve_path(config_path, config.workspace.dir), config.workspace.run_name, config_text)
     monitor = RunMonitor(run, console=_console(run, console)) if is_main_process() else SilentMonitor(run, os.environ.get(RANK_ENV, "?"))
     monitor.status(RunState.STARTING, step=0)
+    notifier = notifier_for(config.notify, run, monitor.warning) if is_main_process() else None
+    if notifier is not None:
+        monitor.listeners.append(notifier)
     recipe = TrainRecipe(config, config_path, run, monitor, resume=resume)
     code, state, reason = 1, RunState.FAILED, "error"
     try:

@@ -5,15 +5,29 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, TextIO
 
-from tui_trainer.runs.events import CacheProgressEvent, ErrorEvent, Event, EventWriter, StepEvent, WarningEvent
+from tui_trainer.runs.events import CacheProgressEvent, ErrorEvent, Event, EventWriter, StepEvent, ValidationEvent, WarningEvent
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import RunState, write_status
 from tui_trainer.units import format_duration
 
 STATUS_INTERVAL_S = 1.0
 """status.json is rewritten at most this often during steps (always on state changes)."""
+
+
+def chain_trackers(*trackers: Callable[..., Any] | None) -> Callable[..., Any] | None:
+    """One tracker (scalars, step=...) calling each given one in turn; None when none is given."""
+    given = [tracker for tracker in trackers if tracker is not None]
+    if len(given) < 2:
+        return given[0] if given else None
+
+    def track(scalars: dict[str, float], step: int) -> None:
+        for tracker in given:
+            tracker(scalars, step=step)
+
+    return track
 
 
 class StepTimer:
@@ -43,6 +57,8 @@ class RunMonitor:
         self.log = open(run.log_file, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
         self.console = console
         self.tracker = tracker
+        self.listeners: list[Callable[[Event], None]] = []
+        """Called with every event `emit` writes (the notifier)."""
         self.live = bool(console is not None and console.isatty())
         self._last_status = 0.0
         self._progress_shown = False
@@ -74,6 +90,8 @@ class RunMonitor:
         event = self.events.emit(event)
         if text is not None:
             self.line(text)
+        for listener in self.listeners:
+            listener(event)
         return event
 
     def warning(self, message: str, **fields: Any) -> None:
@@ -105,6 +123,14 @@ class RunMonitor:
             self.tracker(scalars, step=event.step)
         if time.monotonic() - self._last_status >= STATUS_INTERVAL_S or event.step == event.total_steps:
             self.status(state, step=event.step, epoch=event.epoch, total_steps=event.total_steps)
+
+    def validation(self, event: ValidationEvent) -> None:
+        """A `validation` event, its log line and TensorBoard scalars (validation/loss, validation/<concept>)."""
+        concepts = " ".join(f"{name} {loss:.4f}" for name, loss in event.concepts.items())
+        self.emit(event, f"validation at step {event.step}: loss {event.loss:.4f} ({concepts}; {event.images} images, {event.seconds:.1f} s)")
+        if self.tracker is not None:
+            scalars = {"validation/loss": event.loss} | {f"validation/{name}": loss for name, loss in event.concepts.items()}
+            self.tracker(scalars, step=event.step)
 
     def close(self) -> None:
         """Flush and close the files."""

@@ -156,12 +156,13 @@ class TrainerApp(App[None]):
         # The run screens pull in numpy: imported only when a keymap needs their ids.
         from tui_trainer.tui.keymap import binding_ids, load_keymap
         from tui_trainer.tui.screens.editor import EditorScreen
+        from tui_trainer.tui.screens.queue import QueueScreen
         from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
         from tui_trainer.tui.screens.runs_browser import RunsBrowserScreen
         from tui_trainer.tui.screens.start import StartScreen
         from tui_trainer.tui.widgets.record_list import RecordList
 
-        known = binding_ids((TrainerApp, EditorScreen, StartScreen, RecordList, RunMonitorScreen, RunsBrowserScreen))
+        known = binding_ids((TrainerApp, EditorScreen, StartScreen, RecordList, RunMonitorScreen, RunsBrowserScreen, QueueScreen))
         keymap, problems = load_keymap(self.keymap_file, known)
         self.set_keymap(keymap)
         for problem in problems:
@@ -246,6 +247,15 @@ class TrainerApp(App[None]):
         else:
             self.push_screen(RunsBrowserScreen(message.workspace))
 
+    def show_queue(self) -> None:
+        """The run queue of the edited config's workspace, able to add that config (as saved)."""
+        from tui_trainer.config import resolve_path
+        from tui_trainer.tui.screens.queue import QueueScreen
+
+        document = self.document
+        if document is not None:
+            self.push_screen(QueueScreen(resolve_path(document.path, document.config.workspace.dir), document.path))
+
     def remember(self, path: Path | None) -> None:
         """Add a file to the recent-files list (never fails the caller)."""
         if path is None:
@@ -289,5 +299,7 @@ class TrainerApp(App[None]):
         editor = self.editor_screen()
         if editor is not None:
             yield from editor.commands()
+            yield SystemCommand("Run queue", "the queue of this config's workspace: add this config, reorder, run",
+                                self.show_queue)
         yield SystemCommand("Keymap file", f"remap keys by id in {self.keymap_file}",
                             lambda: self.notify(f"Keymap: {self.keymap_file}\nexample: save = \"ctrl+s,f2\""))

@@ -1,4 +1,4 @@
-"""Backup, save and sampling cadence."""
+"""Backup, save, sampling and validation cadence, and notifications."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from tui_trainer.tui.screens.section import Group, SectionPane
 
 
 class BackupPane(SectionPane):
-    """When backups, model saves and samples happen."""
+    """When backups, model saves, samples and validation happen, and whether the terminal is alerted at the end."""
 
     SECTION = "backup"
     TITLE = SECTION_TITLES[SECTION]
-    GROUPS = (Group("Backup", "backup"), Group("Save", "save"), Group("Sampling", "sampling"))
+    GROUPS = (Group("Backup", "backup"), Group("Save", "save"), Group("Sampling", "sampling"),
+              Group("Validation", "validation"), Group("Notifications", "notify"))

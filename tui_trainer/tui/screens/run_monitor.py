@@ -19,12 +19,13 @@ from textual.worker import Worker, WorkerState
 
 from tui_trainer.config import ConfigError, load_config
 from tui_trainer.runs.commands import Command, send_command
-from tui_trainer.runs.events import Event, ResumeEvent, StepEvent, UnknownEvent
+from tui_trainer.runs.events import Event, ResumeEvent, StepEvent, UnknownEvent, ValidationEvent
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.status import TERMINAL_STATES, RunState
 from tui_trainer.runs.summary import RunSummary, latest_samples, read_run_config, sample_prompts
 from tui_trainer.runs.watch import RunUpdate, RunWatcher
 from tui_trainer.tui.screens.confirm import ConfirmDialog
+from tui_trainer.tui.terminal_alert import alert_terminal
 from tui_trainer.tui.widgets.log_view import LogView
 from tui_trainer.tui.widgets.loss_chart import LossChart
 from tui_trainer.tui.widgets.run_header import RunHeader
@@ -40,6 +41,8 @@ EVENTS_PER_SLICE = 5000
 
 TRAINING_STATES = frozenset({RunState.TRAINING, RunState.SAMPLING, RunState.SAVING})
 LIVE_STATES = frozenset(RunState) - TERMINAL_STATES
+ALERT_STATES = frozenset({RunState.FINISHED, RunState.FAILED, RunState.CRASHED})
+"""End states the terminal alert ([notify] terminal) is sent for, when this screen saw the run live before."""
 
 COMMAND_STATES: dict[Command, frozenset[RunState]] = {
     Command.SAMPLE: TRAINING_STATES,
@@ -94,7 +97,12 @@ class RunMonitorScreen(Screen[None]):
         self.state = RunState.STARTING.value
         self.pending: set[Command] = set()
         self.estimate_bytes: int | None = None
-        self.prompts = sample_prompts(read_run_config(run))
+        run_config = read_run_config(run)
+        self.prompts = sample_prompts(run_config)
+        notify = run_config.get("notify")
+        self.terminal_alert = not isinstance(notify, dict) or notify.get("terminal", True) is not False
+        self.alerts: list[str] = []
+        """The terminal alerts this screen sent."""
         self.polls = 0
         self._polling = False
         self._samples_seen = 0
@@ -149,6 +157,8 @@ class RunMonitorScreen(Screen[None]):
                 self.summary.apply(event)
                 if isinstance(event, StepEvent) and event.loss is not None:
                     chart.add(event.step, event.loss, event.smoothed_loss)
+                elif isinstance(event, ValidationEvent) and event.loss is not None:
+                    chart.add_validation(event.step, event.loss)
                 elif isinstance(event, ResumeEvent):
                     chart.truncate(event.step)
                 notes += self._unknown_note(event)
@@ -156,6 +166,8 @@ class RunMonitorScreen(Screen[None]):
         chart.redraw()
         self.query_one(LogView).add_lines(notes + update.log_lines)
         state, pending = str(update.status.get("state", self.state)), set(update.pending)
+        if state != self.state and state in ALERT_STATES and self.state in LIVE_STATES and self.polls:
+            self._alert(state)
         if state != self.state or pending != self.pending:
             self.state, self.pending = state, pending
             self.refresh_bindings()
@@ -165,6 +177,16 @@ class RunMonitorScreen(Screen[None]):
             self._samples_seen = len(self.summary.sample_events)
             await view.show(latest_samples(self.run, self.summary, self.prompts))
         self.polls += 1
+
+    def _alert(self, state: str) -> None:
+        """Bell and desktop notification (unless the run's notify.terminal is false)."""
+        if not self.terminal_alert:
+            return
+        error = self.summary.error
+        body = f"{state} at step {self.summary.step or 0}" + (f": {error.message}" if error is not None else "")
+        text = alert_terminal(self.app, f"tui-trainer {self.run.name}", body)
+        if text is not None:
+            self.alerts.append(text)
 
     def _unknown_note(self, event: Event) -> list[str]:
         """What a newer trainer wrote that this viewer does not know, as a log line: every event of an unknown kind,

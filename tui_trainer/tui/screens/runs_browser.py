@@ -15,9 +15,11 @@ from textual.widgets import DataTable, Footer, Static
 from tui_trainer.config import ConfigError, load_config, save_config
 from tui_trainer.runs.launch import resume_run
 from tui_trainer.runs.layout import RUNS_FOLDER, RunDir, delete_run, list_runs
+from tui_trainer.runs.queue import EntryState, QueueEntry, RunQueue
 from tui_trainer.runs.status import RunState
 from tui_trainer.runs.summary import RunListing, summarize_run
 from tui_trainer.tui.screens.confirm import ConfirmDialog
+from tui_trainer.tui.screens.queue import QueueScreen
 from tui_trainer.tui.screens.resume_dialog import ResumeDialog
 from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
 from tui_trainer.units import format_duration
@@ -47,6 +49,18 @@ def listing_row(listing: RunListing) -> tuple[str, ...]:
             format_duration(listing.duration_s))
 
 
+def queued_row(position: int, entry: QueueEntry) -> tuple[str, ...]:
+    """The table cells of a pending queue entry (it has no run folder yet)."""
+    added = time.strftime("%m-%d %H:%M", time.localtime(entry.added_at))
+    return (entry.name, "-", f"queued #{position}", "-", "-", added, "-")
+
+
+def pending_entries(workspace: Path) -> list[tuple[int, QueueEntry]]:
+    """The workspace queue's pending entries with their positions."""
+    entries = RunQueue(workspace).entries()
+    return [(position, entry) for position, entry in enumerate(entries, start=1) if entry.state is EntryState.PENDING]
+
+
 class RunsBrowserScreen(Screen[None]):
     """A table of runs, newest first, refreshed every few seconds."""
 
@@ -61,6 +75,7 @@ class RunsBrowserScreen(Screen[None]):
         Binding("r", "resume", "Resume", id="runs.resume"),
         Binding("e", "edit", "Edit config", id="runs.edit"),
         Binding("delete", "delete", "Delete", id="runs.delete"),
+        Binding("q", "queue", "Queue", id="runs.queue", tooltip="The run queue of this workspace"),
         Binding("escape", "back", "Back", id="runs.back"),
     ]
 
@@ -69,6 +84,8 @@ class RunsBrowserScreen(Screen[None]):
         self.workspace = Path(workspace)
         self.refresh_interval = refresh_interval
         self.listings: dict[str, RunListing] = {}
+        self.queued: dict[str, tuple[str, ...]] = {}
+        """Rows of the pending queue entries (listed first), by row key."""
         self.columns: list = []
         self.loaded = False
         self._refreshing = False
@@ -93,15 +110,17 @@ class RunsBrowserScreen(Screen[None]):
             return
         self._refreshing = True
         try:
-            listings = await asyncio.to_thread(lambda: [summarize_run(run) for run in list_runs(self.workspace)])
+            listings, queued = await asyncio.to_thread(lambda: (
+                [summarize_run(run) for run in list_runs(self.workspace)], pending_entries(self.workspace)))
         finally:
             self._refreshing = False
-        self._show(listings)
+        self._show(listings, {f"queue:{entry.id}": queued_row(position, entry) for position, entry in queued})
 
-    def _show(self, listings: list[RunListing]) -> None:
+    def _show(self, listings: list[RunListing], queued: dict[str, tuple[str, ...]] | None = None) -> None:
         table = self.query_one(DataTable)
-        rows = {str(listing.run.path): listing_row(listing) for listing in listings}
-        previous = {key: listing_row(listing) for key, listing in self.listings.items()}
+        queued = queued or {}
+        rows = queued | {str(listing.run.path): listing_row(listing) for listing in listings}
+        previous = self.queued | {key: listing_row(listing) for key, listing in self.listings.items()}
         if self.loaded and rows == previous:
             self.listings = {str(listing.run.path): listing for listing in listings}
             return
@@ -117,9 +136,10 @@ class RunsBrowserScreen(Screen[None]):
                 table.add_row(*cells, key=key)
             if selected is not None and str(selected.run.path) in rows:
                 table.move_cursor(row=table.get_row_index(str(selected.run.path)), animate=False)
+        self.queued = queued
         self.listings = {str(listing.run.path): listing for listing in listings}
         empty = f"No runs in {self.workspace / RUNS_FOLDER} yet. Start one from the editor (ctrl+r)."
-        self.query_one("#runs-empty", Static).update("" if listings else empty)
+        self.query_one("#runs-empty", Static).update("" if rows else empty)
         self.loaded = True
         self.refresh_bindings()
 
@@ -137,7 +157,14 @@ class RunsBrowserScreen(Screen[None]):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        self.action_attach()
+        if str(event.row_key.value) in self.queued:
+            self.action_queue()
+        else:
+            self.action_attach()
+
+    def action_queue(self) -> None:
+        """The run queue of this workspace."""
+        self.app.push_screen(QueueScreen(self.workspace))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "back":

@@ -1,4 +1,4 @@
-"""Workspace: folders for runs, caches and outputs."""
+"""Workspace: folders for runs, caches and outputs; wandb logging."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from tui_trainer.tui.screens.section import Group, SectionPane
 
 
 class WorkspacePane(SectionPane):
-    """Workspace folder, cache, run name and output."""
+    """Workspace folder, cache, run name and output; wandb logging."""
 
     SECTION = "workspace"
     TITLE = SECTION_TITLES[SECTION]
-    GROUPS = (Group("Workspace", "workspace"),)
+    GROUPS = (Group("Workspace", "workspace"), Group("Weights & Biases", "wandb"))

@@ -2,7 +2,8 @@
 
 With more steps than pixel columns, the raw loss becomes a band: the min..max of each pixel column, drawn
 with numpy straight into braille cells (single spikes stay visible, and 100,000 steps cost what 400 do).
-The smoothed loss is the mean of each pixel column, drawn on top by textual-plot.
+The smoothed loss is the mean of each pixel column, drawn on top by textual-plot, and the validation loss (a few
+points) on top of that.
 """
 
 from __future__ import annotations
@@ -120,12 +121,15 @@ class LossChart(Widget):
 
     RAW_STYLE = "grey50"
     SMOOTH_STYLE = "bold cyan"
+    VALIDATION_STYLE = "bold magenta"
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.steps = array("d")
         self.raw = array("d")
         self.smoothed = array("d")
+        self.validation_steps = array("d")
+        self.validation = array("d")
         self.drawn_points = 0
         self._shown: tuple[int, int, float] | None = None
 
@@ -133,7 +137,7 @@ class LossChart(Widget):
         yield LossPlot(allow_pan_and_zoom=False)
 
     def on_mount(self) -> None:
-        self.border_title = "Loss (raw · / smoothed —)"
+        self.border_title = "Loss (raw · / smoothed — / validation ━)"
         plot = self.query_one(LossPlot)
         plot.can_focus = False
         plot.band_style = self.RAW_STYLE
@@ -153,11 +157,22 @@ class LossChart(Widget):
         self.raw.append(loss)
         self.smoothed.append(loss if smoothed is None else smoothed)
 
+    def add_validation(self, step: float, loss: float) -> None:
+        """Add one validation loss; one at or before the last one (a resumed run) replaces the history from there."""
+        if self.validation_steps and self.validation_steps[-1] >= step:
+            cut = bisect_left(self.validation_steps, step)
+            del self.validation_steps[cut:], self.validation[cut:]
+        self.validation_steps.append(step)
+        self.validation.append(loss)
+
     def truncate(self, last_step: float) -> None:
         """Forget the steps after `last_step` (a run resumed from the backup of that step)."""
         if self.steps and self.steps[-1] > last_step:
             cut = bisect_left(self.steps, last_step + 1)
             del self.steps[cut:], self.raw[cut:], self.smoothed[cut:]
+        if self.validation_steps and self.validation_steps[-1] > last_step:
+            cut = bisect_left(self.validation_steps, last_step + 1)
+            del self.validation_steps[cut:], self.validation[cut:]
 
     def on_resize(self) -> None:
         self.redraw()
@@ -176,7 +191,7 @@ class LossChart(Widget):
         columns = self.columns
         if not columns or not self.steps:
             return
-        state = (len(self.steps), columns, self.steps[-1])
+        state = (len(self.steps), columns, self.steps[-1], len(self.validation))
         if state == self._shown and not force:
             return
         self._shown = state
@@ -187,7 +202,12 @@ class LossChart(Widget):
         plot.clear()
         if len(steps) > 1:
             plot.set_xlimits(float(steps[0]), float(steps[-1]))
-        plot.set_ylimits(float(min(raw.min(), smooth_y.min())), float(max(raw.max(), smooth_y.max())))
+        validation_x = np.frombuffer(self.validation_steps, dtype=np.float64)
+        validation_y = np.frombuffer(self.validation, dtype=np.float64)
+        low, high = min(raw.min(), smooth_y.min()), max(raw.max(), smooth_y.max())
+        if len(validation_y):
+            low, high = min(low, validation_y.min()), max(high, validation_y.max())
+        plot.set_ylimits(float(low), float(high))
         if len(steps) > columns:
             plot.band = column_extremes(steps, raw, columns)
             self.drawn_points = 2 * len(plot.band[0]) + len(smooth_x)
@@ -196,4 +216,8 @@ class LossChart(Widget):
             plot.plot(steps.copy(), raw.copy(), line_style=self.RAW_STYLE, hires_mode=HiResMode.BRAILLE)
             self.drawn_points = len(steps) + len(smooth_x)
         plot.plot(smooth_x, smooth_y, line_style=self.SMOOTH_STYLE, hires_mode=HiResMode.BRAILLE)
-        self.border_subtitle = f"{len(self.steps)} steps · last {self.raw[-1]:.4f} · avg {self.smoothed[-1]:.4f}"
+        if len(validation_y):
+            plot.plot(validation_x.copy(), validation_y.copy(), line_style=self.VALIDATION_STYLE, hires_mode=HiResMode.BRAILLE)
+            self.drawn_points += len(validation_y)
+        validation = f" · val {self.validation[-1]:.4f}" if self.validation else ""
+        self.border_subtitle = f"{len(self.steps)} steps · last {self.raw[-1]:.4f} · avg {self.smoothed[-1]:.4f}{validation}"
