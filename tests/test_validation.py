@@ -52,7 +52,8 @@ def test_validation_is_a_phase_of_the_estimate_only_with_held_out_images():
     assert "validation" not in estimate(config).phases  # no validation concept
     config.concepts = [ConceptConfig(name="held-out", path="val", type="validation")]
     phases = estimate(config).phases
-    assert phases["training_step"] > phases["validation"] > 0
+    assert phases["training_step"].vram_bytes > phases["validation"].vram_bytes > 0
+    assert phases["validation"].ram_bytes > 0
 
 
 def test_minutes_is_no_validation_unit():
