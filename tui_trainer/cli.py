@@ -328,16 +328,14 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
 
 def cmd_queue_add(args: argparse.Namespace) -> int:
     """Validate each config and append it (paths made absolute) to its workspace's queue."""
-    from tui_trainer.config import ConfigError, check_paths, dump_config, load_config, resolve_path, with_absolute_paths
+    from tui_trainer.config import ConfigError, dump_config, resolve_path, with_absolute_paths
+    from tui_trainer.models.problems import load_checked_config
     from tui_trainer.runs.queue import RunQueue
 
     loaded = []
     for path in args.configs:
         try:
-            config = load_config(path)
-            problems = check_paths(config, path)
-            if problems:
-                raise ConfigError(problems)
+            config = load_checked_config(path)
         except ConfigError as error:
             _print_problems(error.problems)
             return EXIT_USAGE

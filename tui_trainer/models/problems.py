@@ -29,3 +29,14 @@ def family_problems(config: TrainConfig, config_file: str | Path | None = None) 
 def config_problems(config: TrainConfig, config_file: str | Path | None = None) -> list[ConfigProblem]:
     """Everything that stops a parsed config from training: missing paths, then what its family does not have."""
     return check_paths(config, config_file) + family_problems(config, config_file)
+
+
+def load_checked_config(path: str | Path) -> TrainConfig:
+    """Load a config file and raise ConfigError when it parses but cannot train (config_problems)."""
+    from tui_trainer.config import ConfigError, load_config
+
+    config = load_config(path)
+    problems = config_problems(config, path)
+    if problems:
+        raise ConfigError(problems)
+    return config

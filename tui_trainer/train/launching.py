@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from tui_trainer.models.problems import config_problems
-from tui_trainer.config import ConfigError, TrainConfig, dump_config, load_config, resolve_path, with_absolute_paths
+from tui_trainer.config import TrainConfig, dump_config, resolve_path, with_absolute_paths
+from tui_trainer.models.problems import load_checked_config
 from tui_trainer.runs.commands import Command, send_command
 from tui_trainer.runs.launch import launch_run, spawn_detached, trainer_command
 from tui_trainer.runs.layout import RunDir, create_run_dir
@@ -26,11 +26,7 @@ class LaunchError(ValueError):
 
 def load_train_config(config_path: str | Path) -> TrainConfig:
     """Load and check a config file, relative paths made absolute (ConfigError when it is invalid)."""
-    config = load_config(config_path)
-    problems = config_problems(config, config_path)
-    if problems:
-        raise ConfigError(problems)
-    return with_absolute_paths(config, config_path)
+    return with_absolute_paths(load_checked_config(config_path), config_path)
 
 
 def _free_port() -> int:

@@ -11,7 +11,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from tui_trainer.config import ConfigError, check_paths, dump_config, load_config, with_absolute_paths
+from tui_trainer.config import ConfigError, dump_config, with_absolute_paths
+from tui_trainer.models.problems import load_checked_config
 from tui_trainer.runs.layout import RunDir
 from tui_trainer.runs.queue import EntryState, QueueEntry, QueueError, RunQueue, detach_runner
 from tui_trainer.tui.screens.run_monitor import RunMonitorScreen
@@ -149,10 +150,7 @@ class QueueScreen(Screen[None]):
         if path is None:
             return
         try:
-            config = load_config(path)
-            problems = check_paths(config, path)
-            if problems:
-                raise ConfigError(problems)
+            config = load_checked_config(path)
         except ConfigError as error:
             self.notify("\n".join(str(problem) for problem in error.problems), severity="error", title="Not queued")
             return
