@@ -25,8 +25,8 @@ from typing import Any, TextIO
 import torch
 
 from tui_trainer.atomic import atomic_write_text
-from tui_trainer.models.problems import config_problems
-from tui_trainer.config import ConfigError, TrainConfig, dump_config, load_config, parse_config, resolve_path, with_absolute_paths
+from tui_trainer.config import TrainConfig, dump_config, parse_config, resolve_path, with_absolute_paths
+from tui_trainer.models.problems import load_checked_config
 from tui_trainer.data import build_report, plan_epoch, read_captions
 from tui_trainer.data.report import cache_dir_of
 from tui_trainer.config.enums import AttentionBackend, MixedPrecision, TrainDtype, WeightDtype
@@ -784,9 +784,5 @@ def train_config(
 
 def train_file(config_path: str | Path, *, console: TextIO | None = None) -> tuple[int, RunDir]:
     """Load, check and train a config file (ConfigError when it is invalid; no run dir is made then)."""
-    config = load_config(config_path)
-    problems = config_problems(config, config_path)
-    if problems:
-        raise ConfigError(problems)
-    config = with_absolute_paths(config, config_path)
+    config = with_absolute_paths(load_checked_config(config_path), config_path)
     return train_config(config, config_path, dump_config(config), console=console)
