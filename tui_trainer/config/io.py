@@ -170,7 +170,7 @@ def _looks_local(value: str) -> bool:
     return value.startswith((".", "/", "~")) or value.endswith((".safetensors", ".ckpt", ".pt", ".bin"))
 
 
-MODEL_PATHS = ("base_model", "vae", "effnet_encoder", "cascade_decoder")
+MODEL_PATHS = ("base_model", "vae", "transformer", "effnet_encoder", "cascade_decoder")
 """model.* keys that name a model file or folder (a local path, else a hub repo id)."""
 
 

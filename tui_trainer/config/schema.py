@@ -80,6 +80,9 @@ class ModelConfig(Section):
     """Hugging Face repo id, local diffusers folder, or single .safetensors checkpoint."""
     vae: str | None = None
     """Separate VAE (repo id, folder or file) replacing the base model's; absent = the base model's."""
+    transformer: str | None = None
+    """Flow families: one .safetensors file with the transformer (original BFL / ComfyUI layout or diffusers layout)
+    replacing the base model's; the other parts still come from base_model. Absent = the base model's."""
     prediction_type: PredictionType | None = None
     """Force epsilon or v_prediction (DDPM families); absent = read from the model's scheduler config."""
     zero_terminal_snr: bool = False

@@ -391,8 +391,8 @@ FLUX_ACTIVATIONS = ActivationProfile(3_000_000, 190_000, (SelfAttentionLevel(2, 
 """57 blocks x (image tokens + text tokens) x 3072 x 16-bit: about 30 saved tensors a block without checkpointing; with it,
 each block's input plus one block recomputed. Derived at 1024 px with 512 text tokens; the GPU check is to measure it."""
 FLOW_FIELDS = ("flow.timestep_sampling", "flow.logit_mean", "flow.logit_std", "flow.sigmoid_scale", "flow.shift",
-               "flow.max_sequence_length")
-"""Config keys of every flow-matching family."""
+               "flow.max_sequence_length", "model.transformer")
+"""Config keys of every flow-matching family (their transformers also load from one file: model.transformer)."""
 DDPM_FIELDS = ("model.prediction_type", "model.zero_terminal_snr", "training.min_snr_gamma")
 """Config keys of the DDPM (noise / v-prediction) families only."""
 

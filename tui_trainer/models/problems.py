@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tui_trainer.config import ConfigProblem, TrainConfig, check_paths
 from tui_trainer.config.enums import PredictionType
-from tui_trainer.models.families import family_spec
+from tui_trainer.models.families import family_spec, field_applies
 
 
 def family_problems(config: TrainConfig, config_file: str | Path | None = None) -> list[ConfigProblem]:
@@ -22,6 +22,10 @@ def family_problems(config: TrainConfig, config_file: str | Path | None = None) 
         problems.append(ConfigProblem(
             file, "model.prediction_type",
             f"{forced.value!r} does not fit {spec.label}, which trains {spec.prediction_type.value}; leave it unset",
+        ))
+    if config.model.transformer and not field_applies(config.model.family, "model.transformer"):
+        problems.append(ConfigProblem(
+            file, "model.transformer", f"{spec.label} does not load its denoiser from a separate file; leave it unset",
         ))
     return problems
 

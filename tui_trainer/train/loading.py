@@ -138,6 +138,9 @@ def _load_pipeline(config: TrainConfig, config_path: str | Path | None, compute:
                 module.to(dtype)
         return pipeline, str(local)
     kwargs = {"dtype": torch_dtype, **extras}
+    if config.model.transformer:
+        name = family_spec(family.family).denoiser.name
+        kwargs[name] = _load_single_file_denoiser(config, config_path, str(local) if local.is_dir() else value, torch_dtype[name])
     if local.is_dir():
         if not (local / "model_index.json").is_file():
             raise ModelLoadError(f"{value}: folder has no model_index.json; it is not a diffusers model folder")
@@ -153,6 +156,35 @@ def _load_pipeline(config: TrainConfig, config_path: str | Path | None, compute:
         return diffusers.DiffusionPipeline.from_pretrained(value, **kwargs), value
     except Exception as error:  # network failures surface as many types (OSError, requests, hub errors)
         raise ModelLoadError(hub_hint(value, error)) from None
+
+
+def _load_single_file_denoiser(config: TrainConfig, config_path: str | Path | None, base: str, dtype: torch.dtype) -> torch.nn.Module:
+    """model.transformer: the denoiser from one file, in the original or the diffusers layout, shaped by the base's config.
+
+    diffusers' from_single_file converts an original-layout file (FLUX.1's BFL keys and the like) and reads a
+    diffusers-layout one as it is; its class is the one the family's pipeline takes."""
+    import inspect
+
+    import diffusers
+
+    value = config.model.transformer
+    spec = family_spec(config.model.family)
+    local = resolve_path(config_path, value)
+    if not local.is_file() or local.suffix.lower() not in SAFE_SUFFIXES:
+        raise ModelLoadError(f"model.transformer {value}: not a .safetensors file")
+    pipeline_class = getattr(diffusers, spec.pipeline)
+    model_class = inspect.signature(pipeline_class.__init__).parameters[spec.denoiser.name].annotation
+    base_is_local = Path(base).is_dir()
+    try:
+        return model_class.from_single_file(
+            str(local), config=base, subfolder=spec.denoiser.name, torch_dtype=dtype, local_files_only=base_is_local,
+        )
+    except OSError as error:
+        raise ModelLoadError(f"model.transformer {value}: its config comes from model.base_model: {hub_hint(base, error)}") from None
+    except (ValueError, KeyError, IndexError, RuntimeError) as error:
+        raise ModelLoadError(
+            f"model.transformer {value}: not a {spec.label} transformer that fits {base}'s config ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _load_vae(value: str, config_path: str | Path | None, dtype: torch.dtype) -> torch.nn.Module:

@@ -17,7 +17,7 @@ class ModelMethodPane(SectionPane):
     TITLE = SECTION_TITLES[SECTION]
     GROUPS = with_rest(ModelConfig, "model", (
         Group("Method", "", ("method",)),
-        Group("Base model", "model", ("family", "base_model", "vae", "prediction_type",
+        Group("Base model", "model", ("family", "base_model", "vae", "transformer", "prediction_type",
                                       "zero_terminal_snr", "allow_pickle")),
         Group("Precision", "model", ("vae_dtype", "train_dtype")),
     ))
