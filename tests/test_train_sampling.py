@@ -96,3 +96,27 @@ def test_stable_cascade_samples_through_its_decoder_else_warns(decoder: bool, tm
         assert Image.open(samples[0]).size == (96, 128)
     else:
         assert not samples and len(warnings) == 1 and "model.cascade_decoder" in warnings[0]
+
+
+def test_a_float32_vae_decodes_a_bfloat16_transformers_latents_without_autocast(tmp_path: Path):
+    """FLUX.1 with a bf16 transformer, float32 VAE and float32 compute (no autocast): the VAE gets its own dtype."""
+    import torch
+    from PIL import Image
+
+    from tui_trainer.config import parse_config
+    from tui_trainer.config.enums import Family
+    from tui_trainer.devkit.tiny_families import save_tiny_model
+    from tui_trainer.train.loading import load_model
+    from tui_trainer.train.sampling import make_samples
+
+    model_dir = save_tiny_model(tmp_path / "flux", Family.FLUX1_DEV)
+    config = parse_config(
+        f'method = "lora"\n[[samples]]\nprompt = "red, circle"\nsteps = 2\n[model]\nfamily = "flux1_dev"\n'
+        f'base_model = "{model_dir}"\nvae_dtype = "float32"\ntrain_dtype = "float32"\n[parts.denoiser]\ndtype = "bfloat16"\n'
+        '[training]\nresolution = "64"\n[flow]\nmax_sequence_length = 32\n'
+    )
+    model = load_model(config)
+    assert model.unet.dtype == torch.bfloat16 and model.vae.dtype == torch.float32
+    (path,) = make_samples(model, config, tmp_path / "samples", 1, torch.device("cpu"), lambda module: module, contextlib.nullcontext)
+    assert Image.open(path).size == (64, 64)
+    assert "decode" not in vars(model.vae)

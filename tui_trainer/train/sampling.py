@@ -65,6 +65,24 @@ def sampling_mode(modules: list[torch.nn.Module], device: torch.device) -> Itera
             torch.cuda.empty_cache()
 
 
+@contextlib.contextmanager
+def decoding_in_own_dtype(vae: torch.nn.Module) -> Iterator[None]:
+    """The VAE's decode casts its latents to the VAE's dtype (a float32 VAE beside a bf16 transformer, no autocast).
+
+    Pipelines hand decode the denoiser's latents as they are; an instance attribute shadows decode for the sampling
+    only, since diffusers has no hook for a method other than forward."""
+    decode = getattr(vae, "decode", None)
+    if decode is None:
+        yield
+        return
+    dtype = next(vae.parameters()).dtype
+    vae.decode = lambda latents, *args, **kwargs: decode(latents.to(dtype), *args, **kwargs)
+    try:
+        yield
+    finally:
+        del vae.decode
+
+
 DECODER_STEPS = 10
 """Stage B's denoising steps (Stable Cascade's default; the sample's steps and cfg drive stage C)."""
 
@@ -132,7 +150,8 @@ def make_samples(
     modules = [model.vae, unwrap(model.unet), *(unwrap(module) for module in model.text_encoders.values())]
     size = default_size(config)
     paths = []
-    with sampling_mode(modules, device), torch.no_grad(), autocast(), sample_decoder(config, device) as decoder:
+    with (sampling_mode(modules, device), decoding_in_own_dtype(model.vae), torch.no_grad(), autocast(),
+          sample_decoder(config, device) as decoder):
         family = train_family(model.family)
         for index, sample in enumerate(config.samples):
             if decoder is None and not family.samples_with_own_scheduler:
