@@ -215,3 +215,21 @@ def test_preset_estimates_carry_exact_sizes_every_phase_and_agree_with_the_comme
     target = float(re.search(r"Targets (\d+) GB", comment).group(1))
     assert abs(result.total_bytes / GIB - about) <= 1.0, (result.total_bytes / GIB, about)
     assert result.total_bytes / GIB < target * 1e9 / GIB
+
+
+async def test_editor_shows_the_flow_fields_and_z_images_parts(tmp_path: Path):
+    """Training has the flow-matching fields and not the DDPM ones; Model & method names Qwen3-4B's dtype table."""
+    from test_tui_editor import goto, open_editor, write_preset
+    from tui_support import make_app, screen_text, wait_for
+
+    from tui_trainer.tui.widgets.field_editor import FieldEditor
+
+    app = make_app(tmp_path, write_preset(tmp_path / "z.toml", "z-image-lora"))
+    async with app.run_test(size=(120, 60)) as pilot:
+        screen = await open_editor(pilot, app)
+        await wait_for(pilot, lambda: "Text encoder (Qwen3-4B) weights" in screen_text(app))
+        assert not screen.current.query("#field-model-prediction_type")
+        await goto(pilot, screen, "training")
+        fields = {editor.id for editor in screen.current.query(FieldEditor)}
+        assert {"field-flow-timestep_sampling", "field-flow-shift", "field-flow-max_sequence_length"} <= fields
+        assert "field-training-min_snr_gamma" not in fields and "field-flow-guidance" not in fields
