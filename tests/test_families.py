@@ -26,6 +26,7 @@ from tui_trainer.models.architectures import (
     STABLE_CASCADE_C_LITE,
     T5_V1_1_XXL,
 )
+from tui_trainer.models.architectures import QWEN3_4B, Z_IMAGE_TURBO
 
 from tui_trainer.config.enums import Family, LoraTargets, LoraType, PredictionType
 from tui_trainer.models.families import FAMILIES, VARIANTS, factorization, family_spec, spec_for_model
@@ -76,6 +77,17 @@ BUILDERS = {
     "chroma.transformer": (FAMILIES[Family.CHROMA], "transformer", lambda: _diffusers("ChromaTransformer2DModel", CHROMA1)),
     "chroma.text_encoder": (FAMILIES[Family.CHROMA], "text_encoder", _t5),
 }
+BUILDERS.update({
+    "z_image.transformer": (FAMILIES[Family.Z_IMAGE], "transformer", lambda: _diffusers("ZImageTransformer2DModel", Z_IMAGE_TURBO)),
+    "z_image.text_encoder": (FAMILIES[Family.Z_IMAGE], "text_encoder", lambda: _qwen3(QWEN3_4B)),
+    "z_image.vae": (FAMILIES[Family.Z_IMAGE], "vae", lambda: _diffusers("AutoencoderKL", FLUX_VAE)),
+})
+
+
+def _qwen3(config: dict):
+    from transformers import Qwen3Config, Qwen3Model
+
+    return Qwen3Model(Qwen3Config(**config))
 
 
 def _on_meta(build):
@@ -113,7 +125,7 @@ def test_lora_per_rank_equals_reference_numbers():
 
 
 @pytest.mark.parametrize("key", ["sd15.unet", "sd15.text_encoder", "sdxl.text_encoder_2", "pixart_alpha.transformer",
-                                 "flux1_dev.transformer", "chroma.transformer"])
+                                 "flux1_dev.transformer", "chroma.transformer", "z_image.transformer"])
 @pytest.mark.parametrize("targets", list(LoraTargets))
 def test_peft_lora_with_the_registry_target_names_has_the_registry_size(key, targets):
     """peft, given the registry's target names, adds exactly rank x per-rank parameters."""
@@ -150,8 +162,8 @@ def test_factorization_matches_peft():
 
 
 def test_family_facts():
-    assert [FAMILIES[f].bucket_step for f in Family] == [8, 8, 64, 16, 128, 16, 16, 16]
-    assert [FAMILIES[f].default_resolution for f in Family] == [512, 768, 1024, 1024, 1024, 1024, 1024, 1024]
+    assert [FAMILIES[f].bucket_step for f in Family] == [8, 8, 64, 16, 128, 16, 16, 16, 16]
+    assert [FAMILIES[f].default_resolution for f in Family] == [512, 768, 1024, 1024, 1024, 1024, 1024, 1024, 1024]
     assert FAMILIES[Family.SD2].prediction_type is PredictionType.V_PREDICTION
     assert FAMILIES[Family.SDXL].vae_scaling_factor == 0.13025
     assert FAMILIES[Family.STABLE_CASCADE].latent_pixels(1024, 1024) == 24 * 24

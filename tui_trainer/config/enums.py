@@ -14,6 +14,7 @@ class Family(StrEnum):
     FLUX1_DEV = "flux1_dev"
     FLUX1_SCHNELL = "flux1_schnell"
     CHROMA = "chroma"
+    Z_IMAGE = "z_image"
 
 
 class Method(StrEnum):

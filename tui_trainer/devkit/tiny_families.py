@@ -15,6 +15,7 @@ from typing import Any
 from tui_trainer.config.enums import Family
 from tui_trainer.devkit.tiny_models import TINY_TEXT_ENCODER, TINY_VAE, tiny_tokenizer
 from tui_trainer.models.architectures import FLUX_FLOW_SCHEDULER, FLUX_SCHNELL_SCHEDULER, STABLE_CASCADE_C
+from tui_trainer.models.architectures import Z_IMAGE_TURBO, Z_IMAGE_TURBO_SCHEDULER
 
 PIXART_BETAS = {"beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear", "num_train_timesteps": 1000}
 """PixArt-alpha's training schedule (its scheduler config)."""
@@ -181,6 +182,48 @@ def build_tiny_chroma(seed: int = 0) -> Any:
                           text_encoder=t5, tokenizer=tokenizer, transformer=transformer)
 
 
+TINY_Z_IMAGE = {**Z_IMAGE_TURBO, "dim": 32, "n_heads": 2, "n_kv_heads": 2, "n_layers": 2, "n_refiner_layers": 1,
+                "cap_feat_dim": 32, "axes_dims": [4, 6, 6], "axes_lens": [1024, 64, 64]}
+"""Z-Image's transformer layout (models/architectures.py Z_IMAGE_TURBO), tiny: rotary axes summing to the head width
+(16), room on the first axis for 512 caption tokens plus the image's frame position."""
+TINY_QWEN3 = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 1024, "tie_word_embeddings": True}
+"""Qwen3-4B's layout (grouped-query attention, tied embeddings), tiny; the pipeline reads hidden_states[-2]."""
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""What Qwen3's chat template makes of one user message with a generation prompt and thinking enabled (ZImagePipeline's call)."""
+
+
+def tiny_qwen_tokenizer():
+    """An offline Qwen2 BPE tokenizer: the 256 byte-level characters, no merges, Qwen's special tokens and chat template."""
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {char: index for index, char in enumerate(bytes_to_unicode().values())}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], chat_template=QWEN_CHAT_TEMPLATE, model_max_length=512)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    return tokenizer
+
+
+def build_tiny_z_image(seed: int = 0) -> Any:
+    """A tiny ZImagePipeline: single-stream transformer, Qwen3 text encoder, FLUX.1-layout VAE, Turbo's scheduler."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer = tiny_qwen_tokenizer()
+    torch.manual_seed(seed)
+    transformer = ZImageTransformer2DModel(**TINY_Z_IMAGE)
+    torch.manual_seed(seed + 1)
+    text_encoder = Qwen3Model(Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **TINY_QWEN3))
+    return ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(**Z_IMAGE_TURBO_SCHEDULER), vae=_tiny_flux_vae(seed + 3),
+                          text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer)
+
+
 def _save_cascade(path: Path, seed: int) -> None:
     from tui_trainer.train.effnet import save_encoder
 
@@ -195,6 +238,7 @@ TINY_FAMILY_BUILDERS: dict[str, Callable[[Path, int], None]] = {
     "flux1-dev": lambda path, seed: build_tiny_flux(seed).save_pretrained(path, safe_serialization=True),
     "flux1-schnell": lambda path, seed: build_tiny_flux(seed, guidance=False).save_pretrained(path, safe_serialization=True),
     "chroma": lambda path, seed: build_tiny_chroma(seed).save_pretrained(path, safe_serialization=True),
+    "z-image": lambda path, seed: build_tiny_z_image(seed).save_pretrained(path, safe_serialization=True),
 }
 """Writers of each tiny model folder by name (cascade: the prior pipeline plus effnet_encoder.safetensors in it;
 cascade-decoder: stages B and A, for samples)."""
@@ -228,6 +272,7 @@ TINY_FAMILY_MODELS: dict[Family, TinyFamilyModel] = {
     Family.FLUX1_DEV: TinyFamilyModel("flux1-dev", 64),
     Family.FLUX1_SCHNELL: TinyFamilyModel("flux1-schnell", 64),
     Family.CHROMA: TinyFamilyModel("chroma", 64),
+    Family.Z_IMAGE: TinyFamilyModel("z-image", 64),
 }
 """The tiny model of every family (the registry completeness test trains each)."""
 

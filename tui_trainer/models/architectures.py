@@ -66,3 +66,22 @@ REFERENCE_COUNTS.update({
     "flux1_dev.text_encoder": 123_060_480, "flux1_dev.text_encoder_2": 4_762_310_656,
 })
 """FLUX.1's T5-XXL file holds 4,893,906,944 values: its token embedding twice (shared and encoder.embed_tokens, tied in memory)."""
+
+Z_IMAGE_TURBO = {
+    "all_f_patch_size": [1], "all_patch_size": [2], "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512],
+    "cap_feat_dim": 2560, "dim": 3840, "in_channels": 16, "n_heads": 30, "n_kv_heads": 30, "n_layers": 30,
+    "n_refiner_layers": 2, "norm_eps": 1e-05, "qk_norm": True, "rope_theta": 256.0, "t_scale": 1000.0,
+}
+"""Tongyi-MAI/Z-Image-Turbo's transformer/config.json (ZImageTransformer2DModel); Z-Image (base) has the same layout."""
+QWEN3_4B = {
+    "head_dim": 128, "hidden_act": "silu", "hidden_size": 2560, "intermediate_size": 9728, "max_position_embeddings": 40960,
+    "num_attention_heads": 32, "num_hidden_layers": 36, "num_key_value_heads": 8, "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000, "tie_word_embeddings": True, "vocab_size": 151936,
+}
+"""Z-Image's text_encoder/config.json (Qwen3-4B, loaded as transformers.Qwen3Model: no LM head)."""
+Z_IMAGE_TURBO_SCHEDULER = {"num_train_timesteps": 1000, "use_dynamic_shifting": False, "shift": 3.0}
+"""Z-Image-Turbo's FlowMatchEulerDiscreteScheduler: a fixed shift of 3 (Z-Image base ships shift 6, per third-party
+code; its scheduler_config.json was not found verbatim here)."""
+
+REFERENCE_COUNTS.update({"z_image.transformer": 6_154_908_736, "z_image.text_encoder": 4_022_468_096})
+"""Meta-device counts of the configs above; the model card says "6B" for the transformer and Qwen3-4B's says 4.0B."""

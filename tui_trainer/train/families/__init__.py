@@ -11,11 +11,13 @@ from tui_trainer.train.families.sd2 import SD2
 from tui_trainer.train.families.sd15 import SD15
 from tui_trainer.train.families.sdxl import SDXL
 from tui_trainer.train.families.stable_cascade import STABLE_CASCADE
+from tui_trainer.train.families.z_image import Z_IMAGE
 
 TRAIN_FAMILIES: dict[Family, TrainFamily] = {
     family.family: family for family in (SD15, SD2, SDXL, PIXART_ALPHA, STABLE_CASCADE, FLUX1_DEV, FLUX1_SCHNELL, CHROMA)
 }
 """Every family the trainer can train."""
+TRAIN_FAMILIES[Family.Z_IMAGE] = Z_IMAGE
 
 
 def train_family(family: Family) -> TrainFamily:
