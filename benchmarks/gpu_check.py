@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,22 +168,17 @@ def dataset_images(config: TrainConfig, steps: int) -> tuple[int, int, int]:
     return width, height, config.training.batch_size * config.training.gradient_accumulation * steps
 
 
-def phase_bytes(phase: Any) -> dict[str, int | None]:
-    """One estimated phase as {"vram_bytes", "ram_bytes"}: the estimator gives a byte count (VRAM) or, once it
-    counts host RAM too, a mapping or object with vram_bytes and ram_bytes."""
-    if isinstance(phase, int):
-        return {"vram_bytes": phase, "ram_bytes": None}
-    get = phase.get if isinstance(phase, Mapping) else lambda key: getattr(phase, key, None)
-    return {"vram_bytes": get("vram_bytes"), "ram_bytes": get("ram_bytes")}
+def phase_bytes(phase: Any) -> dict[str, int]:
+    """One estimated phase (the estimator's PhaseMemory) as {"vram_bytes", "ram_bytes"}."""
+    return {"vram_bytes": phase.vram_bytes, "ram_bytes": phase.ram_bytes}
 
 
 def estimate_row(config: TrainConfig) -> dict[str, Any]:
     """Our estimate for a config: total VRAM, peak phase, every phase (VRAM and host RAM), the training-step breakdown."""
     result = estimate(config)
     phases = {name: phase_bytes(value) for name, value in result.phases.items()}
-    rams = [phase["ram_bytes"] for phase in phases.values() if phase["ram_bytes"] is not None]
     return {"total_bytes": result.total_bytes, "peak_phase": result.peak_phase, "phases": phases,
-            "ram_bytes": max(rams) if rams else None, "breakdown": dict(result.breakdown),
+            "ram_bytes": result.ram_bytes, "breakdown": dict(result.breakdown),
             "parts": {name: part.params for name, part in result.parts.items()}}
 
 
@@ -193,10 +188,10 @@ def estimate_row(config: TrainConfig) -> dict[str, Any]:
 @functools.cache
 def tokenizers() -> dict[str, Any]:
     """Offline tokenizers whose ids fit the real vocabularies: CLIP byte-level and T5 per-character."""
-    from tui_trainer.devkit.tiny_families import tiny_t5_tokenizer
+    from tui_trainer.devkit.tiny_families import tiny_qwen_tokenizer, tiny_t5_tokenizer
     from tui_trainer.devkit.tiny_models import tiny_tokenizer
 
-    return {"clip": tiny_tokenizer(), "t5": tiny_t5_tokenizer()}
+    return {"clip": tiny_tokenizer(), "t5": tiny_t5_tokenizer(), "qwen": tiny_qwen_tokenizer()}
 
 
 def _clip(settings: dict[str, Any], projection: bool = False) -> Any:
@@ -217,6 +212,12 @@ def _t5() -> Any:
     from transformers import T5Config, T5EncoderModel
 
     return T5EncoderModel(T5Config(**arch.T5_V1_1_XXL))
+
+
+def _qwen3() -> Any:
+    from transformers import Qwen3Config, Qwen3Model
+
+    return Qwen3Model(Qwen3Config(**arch.QWEN3_4B))
 
 
 def _effnet() -> Any:
@@ -257,6 +258,8 @@ PART_BUILDERS: dict[str, dict[str, Callable[[], Any]]] = {
                   "text_encoder": lambda: _clip(arch.CLIP_L), "text_encoder_2": _t5, "vae": FLUX_VAE},
     "chroma": {"transformer": lambda: _diffusers("ChromaTransformer2DModel", arch.CHROMA1), "text_encoder": _t5,
                "vae": FLUX_VAE},
+    "z_image": {"transformer": lambda: _diffusers("ZImageTransformer2DModel", arch.Z_IMAGE_TURBO), "text_encoder": _qwen3,
+                "vae": FLUX_VAE},
 }
 """Every part of each family at full size, by Family value and the family registry's part name (random weights).
 The flow families' architecture constants are read when a part is built, so the table stands before they land."""
@@ -288,6 +291,8 @@ PIPELINES: dict[str, PipelineRecipe] = {
                                 {"tokenizer": "clip", "tokenizer_2": "t5"}),
     "chroma": PipelineRecipe("ChromaPipeline", _scheduler("FlowMatchEulerDiscreteScheduler", lambda: arch.FLUX_FLOW_SCHEDULER),
                              {"tokenizer": "t5"}),
+    "z_image": PipelineRecipe("ZImagePipeline", _scheduler("FlowMatchEulerDiscreteScheduler", lambda: arch.Z_IMAGE_TURBO_SCHEDULER),
+                              {"tokenizer": "qwen"}),
 }
 """diffusers pipeline class, scheduler, tokenizers and extra arguments by Family value."""
 

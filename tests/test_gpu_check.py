@@ -50,18 +50,16 @@ def test_check_config_applies_overrides_and_steps():
     assert gpu_check.dataset_images(config, 5) == (1024, 1024, 5)
 
 
-def test_phase_bytes_reads_both_estimator_shapes():
-    class Phase:
-        vram_bytes, ram_bytes = 7, 9
+def test_phase_bytes_reads_the_estimators_phases():
+    from tui_trainer.estimate.vram import PhaseMemory
 
-    assert gpu_check.phase_bytes(5) == {"vram_bytes": 5, "ram_bytes": None}
-    assert gpu_check.phase_bytes({"vram_bytes": 5, "ram_bytes": 6}) == {"vram_bytes": 5, "ram_bytes": 6}
-    assert gpu_check.phase_bytes(Phase()) == {"vram_bytes": 7, "ram_bytes": 9}
+    assert gpu_check.phase_bytes(PhaseMemory(5, 6)) == {"vram_bytes": 5, "ram_bytes": 6}
 
 
 def test_missing_family_is_pending_and_default_set_fits_the_budget():
-    z_image = gpu_check.CHECKS_BY_NAME["z-image-lora-1024"]
-    assert "z_image" in gpu_check.pending_reason(z_image)
+    unknown = gpu_check.Check("hunyuan-lora", "hunyuan_image", "hunyuan-lora", {}, 40, 2.0, default=False)
+    assert "hunyuan_image" in gpu_check.pending_reason(unknown)
+    assert gpu_check.pending_reason(gpu_check.CHECKS_BY_NAME["z-image-lora-1024"]) is None
     assert gpu_check.pending_reason(gpu_check.CHECKS_BY_NAME["sd15-lora-512-bs4"]) is None
     assert gpu_check.default_set_planned_s() <= gpu_check.DEFAULT_BUDGET_S
 
