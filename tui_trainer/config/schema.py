@@ -75,7 +75,7 @@ class ModelConfig(Section):
     """The base model and how its weights are held."""
 
     family: Family = Family.SD15
-    """Model family (sd15, sd2, sdxl, pixart_alpha, stable_cascade, flux1_dev, flux1_schnell, chroma)."""
+    """Model family (sd15, sd2, sdxl, pixart_alpha, stable_cascade, flux1_dev, flux1_schnell, chroma, qwen_image)."""
     base_model: str = Field(min_length=1)
     """Hugging Face repo id, local diffusers folder, or single .safetensors checkpoint."""
     vae: str | None = None
