@@ -1,0 +1,223 @@
+"""Qwen-Image: the offline tokenizer drops exactly the pipeline's template, latents invert the pipeline's decode, the
+transformer is called as QwenImagePipeline calls it, the preset trains the tiny model and resumes bit-exactly, its LoRA
+changes QwenImagePipeline's image, nf4 runs on the CPU, and the preset's estimate agrees with its comment."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tui_trainer.config.enums import Family
+
+PRESET = "qwen-image-lora"
+PROMPT = "red, circle"
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny Qwen-Image folder and a 64 px dataset, built once."""
+    from tui_trainer.devkit.datasets import make_dataset
+    from tui_trainer.devkit.tiny_families import save_tiny_model
+
+    root = tmp_path_factory.mktemp("qwen")
+    return save_tiny_model(root / "qwen-image", Family.QWEN_IMAGE), make_dataset(root / "data", ((64, 64, 4),))
+
+
+def test_tiny_tokenizer_drops_exactly_the_prompt_template():
+    """prompt_template_encode_start_idx removes the system prompt, as with Qwen's own tokenizer."""
+    from tui_trainer.devkit.tiny_families import build_tiny_qwen_image
+
+    pipeline = build_tiny_qwen_image()
+    start = pipeline.prompt_template_encode_start_idx
+    ids = pipeline.tokenizer(pipeline.prompt_template_encode.format(PROMPT)).input_ids
+    assert pipeline.tokenizer.decode(ids[:start]).endswith("background:<|im_end|>\n<|im_start|>user\n")
+    assert pipeline.tokenizer.decode(ids[start:]) == PROMPT + "<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_latents_are_normalised_as_the_pipeline_decodes_them():
+    """latents x std + mean (QwenImagePipeline's decode) gives back the VAE's own one-frame latents."""
+    import torch
+
+    from tui_trainer.devkit.tiny_families import build_tiny_qwen_image
+    from tui_trainer.train.families.qwen_image import qwen_image_encode
+
+    vae = build_tiny_qwen_image().vae
+    pixels = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    latents = qwen_image_encode(vae, pixels)
+    assert latents.shape == (2, 16, 8, 6)
+    std = 1.0 / torch.tensor(vae.config.latents_std).view(1, 16, 1, 1)
+    mean = torch.tensor(vae.config.latents_mean).view(1, 16, 1, 1)
+    with torch.no_grad():
+        raw = vae.encode(pixels[:, :, None]).latent_dist.mode()[:, :, 0]
+    assert torch.allclose(latents / std + mean, raw, atol=1e-5)
+    assert not torch.allclose(latents, raw, atol=1e-2)
+
+
+def test_training_calls_the_transformer_as_the_pipeline_does():
+    """Same arguments, img_shapes and timestep scale (the noise level in (0, 1)) as QwenImagePipeline's call; padded
+    text is trimmed back to the caption's length with its mask."""
+    import torch
+
+    from tui_trainer.config.schema import FlowConfig, TrainingConfig
+    from tui_trainer.devkit.tiny_families import build_tiny_qwen_image
+    from tui_trainer.train.families.flow import FlowSchedule
+    from tui_trainer.train.families.qwen_image import qwen_image_conditioning, qwen_image_loss
+    from tui_trainer.train.model_parts import ModelParts
+
+    pipeline = build_tiny_qwen_image()
+    calls = []
+    forward = pipeline.transformer.forward
+
+    def record(**kwargs):
+        calls.append(kwargs)
+        return forward(**kwargs)
+
+    pipeline.transformer.forward = record
+    pipeline(PROMPT, negative_prompt=None, width=64, height=48, num_inference_steps=2, true_cfg_scale=1.0)
+    model = ModelParts(Family.QWEN_IMAGE, type(pipeline), pipeline.transformer, pipeline.vae,
+                       FlowSchedule(FlowConfig(), pipeline.scheduler, 40), "flow",
+                       {"text_encoder": pipeline.text_encoder}, {"tokenizer": pipeline.tokenizer})
+    conditioning = qwen_image_conditioning(model, [PROMPT, "blue"], torch.device("cpu"))
+    assert conditioning["encoder_hidden_states"].shape[:2] == (2, 40)
+    assert conditioning["encoder_hidden_states_mask"].sum(dim=1).tolist() == [15, 9]  # template tokens after the 34th
+    latents = torch.randn(2, 16, 6, 8)
+    loss = qwen_image_loss(model, latents, conditioning, TrainingConfig(), torch.Generator().manual_seed(0), torch.float32,
+                           torch.no_grad)
+    sampled, _, trained = calls
+    assert float(loss) > 0
+    assert set(trained) == set(sampled) - {"guidance", "attention_kwargs"} and sampled["guidance"] is None
+    assert sampled["img_shapes"] == [[(1, 3, 4)]] and trained["img_shapes"] == [[(1, 3, 4)]] * 2
+    assert 0 < float(sampled["timestep"].max()) <= 1 and 0 < float(trained["timestep"].max()) < 1
+    assert trained["encoder_hidden_states"].shape[1] == 15 and trained["encoder_hidden_states_mask"].tolist()[1] == [1] * 9 + [0] * 6
+    assert trained["hidden_states"].shape == (2, 12, 64) and sampled["hidden_states"].shape == (1, 12, 64)
+
+
+def _preset_config(folder: Path, model: Path, data: Path, **training) -> Path:
+    """The shipped preset, pointed at the tiny model and dataset: 64 px, 4 steps at LR 0.01, samples every 2."""
+    from tui_trainer.config import config_from_dict, load_preset, save_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    document = load_preset(PRESET).model_dump(mode="json", exclude_none=True)
+    document["model"].update(base_model=str(model), train_dtype="float32")
+    document["workspace"].update(dir=str(folder / "ws"), run_name="tiny")
+    document["training"].update({"resolution": "64", "batch_size": 2, "max_steps": 4, "seed": 5, "dataloader_workers": 0,
+                                 "tensorboard": False, "gradient_checkpointing": False, **training})
+    document["optimizer"]["learning_rate"] = 0.01
+    document["concepts"] = [{"name": "shapes", "path": str(data)}]
+    document["samples"] = [{"prompt": PROMPT, "steps": 2, "width": 64, "height": 64, "cfg": 4.0}]
+    document["sampling"] = {"every": 2, "unit": "steps"}
+    document["backup"] = {"every": 2, "unit": "steps"}
+    document["flow"] = {**document.get("flow", {}), "max_sequence_length": 32}
+    path = folder / "config.toml"
+    save_config(config_from_dict(document), path)
+    return path
+
+
+def _image(model: Path, lora: Path | None = None):
+    import numpy as np
+    import torch
+    from diffusers import DiffusionPipeline
+
+    pipeline = DiffusionPipeline.from_pretrained(str(model))
+    if lora is not None:
+        pipeline.load_lora_weights(str(lora))
+    image = pipeline(PROMPT, width=64, height=64, num_inference_steps=2, generator=torch.Generator().manual_seed(1),
+                     max_sequence_length=32).images[0]
+    return np.asarray(image, dtype=np.float32)
+
+
+@pytest.mark.slow
+def test_preset_lora_trains_resumes_exactly_and_changes_the_image(tiny_qwen, tmp_path: Path):
+    """The shipped preset (nf4 base) trains the tiny model; a run stopped at step 2 and resumed ends with the same
+    LoRA as one that ran straight; that LoRA loads with QwenImagePipeline.load_lora_weights and changes the image."""
+    from safetensors.torch import load_file
+
+    from tui_trainer.cli import main
+    from tui_trainer.runs.commands import send_command
+    from tui_trainer.runs.layout import RunDir
+    from tui_trainer.train.monitor import RunMonitor
+
+    model, data = tiny_qwen
+    straight = _preset_config(tmp_path / "straight", model, data)
+    assert main(["train", str(straight)]) == 0
+    (run,) = (tmp_path / "straight" / "ws" / "runs").iterdir()
+    lora = run / "output" / "tiny"
+    assert sorted(path.name for path in (run / "samples").iterdir()) == ["step-000002-0.png", "step-000004-0.png"]
+
+    interrupted = _preset_config(tmp_path / "interrupted", model, data)
+    original = RunMonitor.step
+
+    def stop_at_two(self, event, *args, **kwargs):
+        original(self, event, *args, **kwargs)
+        if event.step == 2:
+            send_command(RunDir(self.run.path), "stop")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunMonitor, "step", stop_at_two)
+        assert main(["train", str(interrupted)]) == 0
+    (resumed,) = (tmp_path / "interrupted" / "ws" / "runs").iterdir()
+    assert json.loads((resumed / "status.json").read_text())["state"] == "stopped"
+    assert main(["resume", str(resumed)]) == 0
+    expected = load_file(str(lora / "pytorch_lora_weights.safetensors"))
+    actual = load_file(str(resumed / "output" / "tiny" / "pytorch_lora_weights.safetensors"))
+    assert expected.keys() == actual.keys() and all(expected[key].equal(actual[key]) for key in expected)
+    assert all(key.startswith("transformer.transformer_blocks.") for key in expected)
+    assert any(".img_mlp.net.2.lora_B." in key for key in expected) and any(".attn.add_q_proj.lora_A." in key for key in expected)
+
+    before, after = _image(model), _image(model, lora)
+    assert abs(after - before).max() > 1.0
+
+
+def test_nf4_base_is_quantized_on_the_cpu_and_lora_wraps_it(tiny_qwen, tmp_path: Path):
+    """parts.denoiser.dtype = nf4 (the preset): every Linear of the transformer is a bitsandbytes 4-bit layer, LoRA
+    trains on top."""
+    import bitsandbytes as bnb
+    import torch
+
+    from train_support import finish, train_in_process
+
+    model, data = tiny_qwen
+    recipe = train_in_process(_preset_config(tmp_path, model, data, max_steps=2))
+    try:
+        transformer = recipe.accelerator.unwrap_model(recipe.model.unet)
+        quantized = [layer for layer in transformer.modules() if isinstance(layer, bnb.nn.Linear4bit)]
+        plain = [name for name, layer in transformer.named_modules() if type(layer) is torch.nn.Linear and "lora_" not in name]
+        assert quantized and not plain
+        assert all(layer.weight.dtype == torch.uint8 for layer in quantized)
+        trained = {name: param for name, param in transformer.named_parameters() if param.requires_grad}
+        assert trained and all("lora_" in name for name in trained)
+        assert any(float(param.detach().abs().max()) > 0 for name, param in trained.items() if "lora_B" in name)
+    finally:
+        finish(recipe)
+
+
+def test_finetune_and_embedding_methods():
+    """LoRA and finetune only: embedding and inpaint are refused at validate time."""
+    from tui_trainer.config.enums import Method
+    from tui_trainer.models.families import family_spec
+
+    assert family_spec(Family.QWEN_IMAGE).methods == (Method.LORA, Method.FINETUNE)
+
+
+def test_preset_estimate_carries_exact_sizes_every_phase_and_agrees_with_the_comment():
+    """Exact part sizes, VRAM and RAM for every phase, nf4 at most 0.6 B a parameter, and the comment's 'about N GiB'
+    within 1 GiB of the estimate, under the GPU class it names."""
+    from tui_trainer.config import load_preset, preset_text
+    from tui_trainer.estimate import estimate
+    from tui_trainer.units import GIB
+
+    result = estimate(load_preset(PRESET))
+    assert result.parts["transformer"].params == 20_430_401_088
+    assert result.parts["text_encoder"].params == 8_292_166_656
+    assert result.parts["vae"].params == 126_892_531
+    assert result.parts["transformer"].bytes / result.parts["transformer"].params <= 0.6
+    assert {"loading", "training_step", "text_caching", "latent_caching"} <= set(result.phases)
+    assert all(phase.vram_bytes > 0 and phase.ram_bytes > 0 for phase in result.phases.values())
+    comment = preset_text(PRESET).split("\nversion")[0]
+    about = float(re.search(r"about (\d+) GiB", comment).group(1))
+    target = float(re.search(r"Targets (\d+) GB", comment).group(1))
+    assert abs(result.total_bytes / GIB - about) <= 1.0, (result.total_bytes / GIB, about)
+    assert result.total_bytes / GIB < target
