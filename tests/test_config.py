@@ -30,6 +30,7 @@ EXPECTED_PRESETS = {
     "flux1-schnell-lora",
     "chroma-lora",
     "qwen-image-lora",
+    "qwen-image-lora-16gb",
     "flux1-dev-finetune",
     "sd15-embedding",
     "sd15-finetune",

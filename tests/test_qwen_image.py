@@ -13,6 +13,7 @@ import pytest
 from tui_trainer.config.enums import Family
 
 PRESET = "qwen-image-lora"
+PRESETS = (PRESET, "qwen-image-lora-16gb")
 PROMPT = "red, circle"
 
 
@@ -95,17 +96,20 @@ def test_training_calls_the_transformer_as_the_pipeline_does():
     assert trained["hidden_states"].shape == (2, 12, 64) and sampled["hidden_states"].shape == (1, 12, 64)
 
 
-def _preset_config(folder: Path, model: Path, data: Path, **training) -> Path:
-    """The shipped preset, pointed at the tiny model and dataset: 64 px, 4 steps at LR 0.01, samples every 2."""
+def _preset_config(folder: Path, model: Path, data: Path, preset: str = PRESET, denoiser_dtype: str = "", **training) -> Path:
+    """The shipped preset, pointed at the tiny model and dataset: 64 px, 4 steps at LR 0.01, samples every 2 (the
+    transformer's dtype replaced when `denoiser_dtype` is given)."""
     from tui_trainer.config import config_from_dict, load_preset, save_config
 
     folder.mkdir(parents=True, exist_ok=True)
-    document = load_preset(PRESET).model_dump(mode="json", exclude_none=True)
+    document = load_preset(preset).model_dump(mode="json", exclude_none=True)
     document["model"].update(base_model=str(model), train_dtype="float32")
     document["workspace"].update(dir=str(folder / "ws"), run_name="tiny")
     document["training"].update({"resolution": "64", "batch_size": 2, "max_steps": 4, "seed": 5, "dataloader_workers": 0,
                                  "tensorboard": False, "gradient_checkpointing": False, **training})
     document["optimizer"]["learning_rate"] = 0.01
+    if denoiser_dtype:
+        document["parts"]["denoiser"]["dtype"] = denoiser_dtype
     document["concepts"] = [{"name": "shapes", "path": str(data)}]
     document["samples"] = [{"prompt": PROMPT, "steps": 2, "width": 64, "height": 64, "cfg": 4.0}]
     document["sampling"] = {"every": 2, "unit": "steps"}
@@ -171,25 +175,52 @@ def test_preset_lora_trains_resumes_exactly_and_changes_the_image(tiny_qwen, tmp
     assert abs(after - before).max() > 1.0
 
 
-def test_nf4_base_is_quantized_on_the_cpu_and_lora_wraps_it(tiny_qwen, tmp_path: Path):
-    """parts.denoiser.dtype = nf4 (the preset): every Linear of the transformer is a bitsandbytes 4-bit layer, LoRA
-    trains on top."""
+@pytest.mark.parametrize("preset", PRESETS)
+def test_nf4_base_is_quantized_on_the_cpu_and_lora_wraps_it(preset: str, tiny_qwen, tmp_path: Path):
+    """parts.denoiser.dtype = nf4 (both presets; the 16 GB one's text encoder too): every Linear is a bitsandbytes 4-bit
+    layer, LoRA trains on top."""
     import bitsandbytes as bnb
     import torch
 
     from train_support import finish, train_in_process
 
     model, data = tiny_qwen
-    recipe = train_in_process(_preset_config(tmp_path, model, data, max_steps=2))
+    recipe = train_in_process(_preset_config(tmp_path, model, data, preset, max_steps=2))
     try:
         transformer = recipe.accelerator.unwrap_model(recipe.model.unet)
-        quantized = [layer for layer in transformer.modules() if isinstance(layer, bnb.nn.Linear4bit)]
-        plain = [name for name, layer in transformer.named_modules() if type(layer) is torch.nn.Linear and "lora_" not in name]
-        assert quantized and not plain
-        assert all(layer.weight.dtype == torch.uint8 for layer in quantized)
+        quantized_parts = [transformer] + ([recipe.model.text_encoders["text_encoder"]] if preset != PRESET else [])
+        for part in quantized_parts:
+            quantized = [layer for layer in part.modules() if isinstance(layer, bnb.nn.Linear4bit)]
+            plain = [name for name, layer in part.named_modules() if type(layer) is torch.nn.Linear and "lora_" not in name]
+            assert quantized and not plain
+            assert all(layer.weight.dtype == torch.uint8 for layer in quantized)
         trained = {name: param for name, param in transformer.named_parameters() if param.requires_grad}
         assert trained and all("lora_" in name for name in trained)
         assert any(float(param.detach().abs().max()) > 0 for name, param in trained.items() if "lora_B" in name)
+    finally:
+        finish(recipe)
+
+
+def test_fp8_base_stores_the_transformer_in_float8(tiny_qwen, tmp_path: Path):
+    """parts.denoiser.dtype = float8: the transformer's Linear weights are stored as float8_e4m3fn, LoRA trains on top."""
+    import tomllib
+
+    import torch
+
+    from train_support import finish, train_in_process
+
+    model, data = tiny_qwen
+    path = _preset_config(tmp_path, model, data, denoiser_dtype="float8", max_steps=2)
+    assert tomllib.loads(path.read_text())["parts"]["denoiser"]["dtype"] == "float8"
+    recipe = train_in_process(path)
+    try:
+        transformer = recipe.accelerator.unwrap_model(recipe.model.unet)
+        stored = {name: layer.weight.dtype for name, layer in transformer.named_modules()
+                  if type(layer) is torch.nn.Linear and "lora_" not in name}
+        blocks = {name: dtype for name, dtype in stored.items() if name.startswith("transformer_blocks.")}
+        assert blocks and set(blocks.values()) == {torch.float8_e4m3fn}  # diffusers keeps the in / out projections
+        trained = [param for name, param in transformer.named_parameters() if param.requires_grad]
+        assert trained and any(float(param.detach().abs().max()) > 0 for param in trained)
     finally:
         finish(recipe)
 
@@ -202,22 +233,55 @@ def test_finetune_and_embedding_methods():
     assert family_spec(Family.QWEN_IMAGE).methods == (Method.LORA, Method.FINETUNE)
 
 
-def test_preset_estimate_carries_exact_sizes_every_phase_and_agrees_with_the_comment():
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_estimate_carries_exact_sizes_every_phase_and_agrees_with_the_comment(preset: str):
     """Exact part sizes, VRAM and RAM for every phase, nf4 at most 0.6 B a parameter, and the comment's 'about N GiB'
     within 1 GiB of the estimate, under the GPU class it names."""
     from tui_trainer.config import load_preset, preset_text
     from tui_trainer.estimate import estimate
     from tui_trainer.units import GIB
 
-    result = estimate(load_preset(PRESET))
+    result = estimate(load_preset(preset))
     assert result.parts["transformer"].params == 20_430_401_088
     assert result.parts["text_encoder"].params == 8_292_166_656
     assert result.parts["vae"].params == 126_892_531
     assert result.parts["transformer"].bytes / result.parts["transformer"].params <= 0.6
     assert {"loading", "training_step", "text_caching", "latent_caching"} <= set(result.phases)
     assert all(phase.vram_bytes > 0 and phase.ram_bytes > 0 for phase in result.phases.values())
-    comment = preset_text(PRESET).split("\nversion")[0]
+    comment = preset_text(preset).split("\nversion")[0]
     about = float(re.search(r"about (\d+) GiB", comment).group(1))
     target = float(re.search(r"Targets (\d+) GB", comment).group(1))
     assert abs(result.total_bytes / GIB - about) <= 1.0, (result.total_bytes / GIB, about)
     assert result.total_bytes / GIB < target
+
+
+def test_no_preset_for_8_gb_the_nf4_transformer_alone_is_larger():
+    """The 8 GB class gets no preset: the estimate's nf4 transformer weights alone exceed 8 GiB."""
+    from tui_trainer.config import load_preset
+    from tui_trainer.estimate import estimate
+    from tui_trainer.units import GIB
+
+    assert estimate(load_preset("qwen-image-lora-16gb")).parts["transformer"].bytes / GIB > 8
+
+
+async def test_the_editor_shows_the_flow_settings_for_qwen_image(tmp_path: Path):
+    """The Training section lists the [flow] fields for Qwen-Image (not FLUX.1-dev's guidance) and not for SD1.5."""
+    from tui_support import make_app, screen_text, wait_for
+
+    from tui_trainer.config import dump_config, load_preset
+    from tui_trainer.tui.screens.editor import EditorScreen
+
+    for preset, shown in (("qwen-image-lora", True), ("sd15-lora", False)):
+        path = tmp_path / f"{preset}.toml"
+        path.write_text(dump_config(load_preset(preset)))
+        app = make_app(tmp_path, path)
+        async with app.run_test(size=(120, 200)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.focused is not None
+                           and app.screen.current.built)
+            screen = app.screen
+            await screen.show_section("training", focus=True)
+            await wait_for(pilot, lambda: screen.current.SECTION == "training" and screen.current.built)
+            await pilot.pause()
+            text = screen_text(app)
+            assert ("Timestep sampling" in text) is shown and ("Max sequence length" in text) is shown, preset
+            assert "Guidance" not in text

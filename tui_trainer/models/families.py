@@ -447,6 +447,8 @@ QWEN_IMAGE_VAE = PartSpec("vae", PartRole.AUTOENCODER, "diffusers.AutoencoderKLQ
 """Wan 2.1's causal 3-D VAE (one frame per image), 16 channels normalised by latents_mean / latents_std."""
 QWEN_IMAGE_ACTIVATIONS = ActivationProfile(3_160_000, 200_000, (SelfAttentionLevel(2, 24, 60),), measured=False)
 """FLUX.1's derivation scaled to 60 double-stream blocks (x 60/57): unmeasured, like FLUX.1's."""
+QWEN_IMAGE_VAE_PASSES = {"encode_bytes_per_pixel": 1940.0, "decode_bytes_per_pixel": 3470.0}
+"""AutoencoderKLQwenImage, bfloat16, no grad, one frame: measured at 128 and 256 px (docs/vram.md)."""
 
 FAMILIES: dict[Family, FamilySpec] = {
     Family.SD15: FamilySpec(
@@ -539,7 +541,7 @@ FAMILIES: dict[Family, FamilySpec] = {
     Family.QWEN_IMAGE: FamilySpec(
         Family.QWEN_IMAGE, "Qwen-Image (20B)",
         {"transformer": QWEN_IMAGE_TRANSFORMER, "text_encoder": QWEN2_5_VL, "vae": QWEN_IMAGE_VAE},
-        **{**_FLUX_COMMON, "vae_scaling_factor": None, "activations": QWEN_IMAGE_ACTIVATIONS},
+        **{**_FLUX_COMMON, "vae_scaling_factor": None, "activations": QWEN_IMAGE_ACTIVATIONS, **QWEN_IMAGE_VAE_PASSES},
         own_fields=FLOW_FIELDS, pipeline="QwenImagePipeline",
     ),
 }
