@@ -225,12 +225,14 @@ def test_fp8_base_stores_the_transformer_in_float8(tiny_qwen, tmp_path: Path):
         finish(recipe)
 
 
-def test_finetune_and_embedding_methods():
-    """LoRA and finetune only: embedding and inpaint are refused at validate time."""
-    from tui_trainer.config.enums import Method
-    from tui_trainer.models.families import family_spec
+def test_embedding_and_inpaint_are_refused_at_validate_time(tmp_path: Path, capsys):
+    from tui_trainer.cli import main
 
-    assert family_spec(Family.QWEN_IMAGE).methods == (Method.LORA, Method.FINETUNE)
+    for method in ("embedding", "inpaint"):
+        path = tmp_path / f"{method}.toml"
+        path.write_text(f'version = 2\nmethod = "{method}"\n[model]\nfamily = "qwen_image"\nbase_model = "x/y"\n')
+        assert main(["config", "validate", str(path)]) == 2
+        assert f"method: '{method}' is not available for Qwen-Image (20B); available: lora, finetune" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("preset", PRESETS)
