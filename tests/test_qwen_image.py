@@ -225,6 +225,25 @@ def test_fp8_base_stores_the_transformer_in_float8(tiny_qwen, tmp_path: Path):
         finish(recipe)
 
 
+def test_cached_text_of_another_length_is_not_reused(tiny_qwen, tmp_path: Path):
+    """Two runs sharing a cache folder with different flow.max_sequence_length each get captions of their own length."""
+    import tomllib
+
+    from train_support import finish, train_in_process
+
+    from safetensors.torch import load_file
+
+    model, data = tiny_qwen
+    for length in (32, 48):
+        path = _preset_config(tmp_path / str(length), model, data, max_steps=1)
+        path.write_text(path.read_text().replace("max_sequence_length = 32", f"max_sequence_length = {length}")
+                        .replace(f'dir = "{tmp_path / str(length) / "ws"}"', f'dir = "{tmp_path / "ws"}"'))
+        assert tomllib.loads(path.read_text())["flow"]["max_sequence_length"] == length
+        finish(train_in_process(path))
+    cached = [load_file(str(file))["encoder_hidden_states"].shape[0] for file in (tmp_path / "ws").rglob("text/*/*.safetensors")]
+    assert sorted(set(cached)) == [32, 48] and cached.count(32) == cached.count(48)
+
+
 def test_embedding_and_inpaint_are_refused_at_validate_time(tmp_path: Path, capsys):
     from tui_trainer.cli import main
 
