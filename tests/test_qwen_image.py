@@ -306,3 +306,27 @@ async def test_the_editor_shows_the_flow_settings_for_qwen_image(tmp_path: Path)
             text = screen_text(app)
             assert ("Timestep sampling" in text) is shown and ("Max sequence length" in text) is shown, preset
             assert "Guidance" not in text
+
+
+def test_samples_pass_cfg_as_true_cfg_scale():
+    """sample.cfg reaches QwenImagePipeline as true_cfg_scale (its guidance_scale is for distilled models only)."""
+    import torch
+    from PIL import Image
+
+    from tui_trainer.config.schema import SampleConfig
+    from tui_trainer.train.families import train_family
+    from tui_trainer.train.sampling import generate
+
+    calls = []
+
+    class Pipeline:
+        def __call__(self, **kwargs):
+            calls.append(kwargs)
+            return type("Output", (), {"images": [Image.new("RGB", (64, 64))]})()
+
+    family = train_family(Family.QWEN_IMAGE)
+    sample = SampleConfig(prompt=PROMPT, cfg=4.5)
+    generate(Pipeline(), sample, (64, 64), torch.device("cpu"), lambda texts: texts, None, family.sample_inputs,
+             family.cfg_argument)
+    assert calls[0]["true_cfg_scale"] == 4.5 and "guidance_scale" not in calls[0]
+    assert calls[0]["negative_prompt"] == ""  # not None: the pipeline runs true CFG when cfg > 1
