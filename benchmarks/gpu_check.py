@@ -188,10 +188,10 @@ def estimate_row(config: TrainConfig) -> dict[str, Any]:
 @functools.cache
 def tokenizers() -> dict[str, Any]:
     """Offline tokenizers whose ids fit the real vocabularies: CLIP byte-level and T5 per-character."""
-    from tui_trainer.devkit.tiny_families import tiny_qwen_tokenizer, tiny_t5_tokenizer
+    from tui_trainer.devkit.tiny_families import QWEN_CHAT_TEMPLATE, tiny_qwen_tokenizer, tiny_t5_tokenizer
     from tui_trainer.devkit.tiny_models import tiny_tokenizer
 
-    return {"clip": tiny_tokenizer(), "t5": tiny_t5_tokenizer(), "qwen": tiny_qwen_tokenizer()}
+    return {"clip": tiny_tokenizer(), "t5": tiny_t5_tokenizer(), "qwen": tiny_qwen_tokenizer(chat_template=QWEN_CHAT_TEMPLATE)}
 
 
 def _clip(settings: dict[str, Any], projection: bool = False) -> Any:

@@ -29,6 +29,8 @@ EXPECTED_PRESETS = {
     "flux1-dev-lora-fp8",
     "flux1-schnell-lora",
     "chroma-lora",
+    "qwen-image-lora",
+    "qwen-image-lora-16gb",
     "flux1-dev-finetune",
     "sd15-embedding",
     "sd15-finetune",
@@ -82,7 +84,7 @@ BAD_CONFIGS = [
      "c.toml: parts.denoiser.learning_rate: -0.0001 is out of range; allowed: > 0 and <= 1 (written as [unet] in this version 1 file)"),
     ("batch 0", BASE + "[training]\nbatch_size = 0\n", "c.toml: training.batch_size: 0 is out of range; allowed: >= 1 and <= 256"),
     ("bad enum", BASE + '[training]\nbucket_remainder = "dropp"\n', "c.toml: training.bucket_remainder: 'dropp' is not allowed; allowed: drop, repeat, partial"),
-    ("bad family", BASE + 'family = "sd3"\n', "c.toml: model.family: 'sd3' is not allowed; allowed: sd15, sd2, sdxl, pixart_alpha, stable_cascade, flux1_dev, flux1_schnell, chroma, z_image"),
+    ("bad family", BASE + 'family = "sd3"\n', "c.toml: model.family: 'sd3' is not allowed; allowed: sd15, sd2, sdxl, pixart_alpha, stable_cascade, flux1_dev, flux1_schnell, chroma, z_image, qwen_image"),
     (
         "resolution malformed",
         BASE + '[training]\nresolution = "512x"\n',

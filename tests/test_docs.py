@@ -30,7 +30,7 @@ def test_every_image_the_guide_shows_exists():
 
 def test_guide_ends_with_the_family_sections():
     sections = re.findall(r"^## (.+)$", GUIDE.read_text(), flags=re.MULTILINE)
-    assert sections[-3:] == ["FLUX.1 and Chroma", "Z-Image", "Stable Cascade and PixArt-alpha"]
+    assert sections[-4:] == ["FLUX.1 and Chroma", "Z-Image", "Qwen-Image", "Stable Cascade and PixArt-alpha"]
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

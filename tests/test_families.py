@@ -17,6 +17,9 @@ from tui_trainer.models.architectures import (
     OPEN_CLIP_BIG_G,
     OPEN_CLIP_H,
     PIXART_ALPHA_1024,
+    QWEN2_5_VL_7B,
+    QWEN_IMAGE,
+    QWEN_IMAGE_VAE,
     REFERENCE_COUNTS,
     SD15_UNET,
     SD21_UNET,
@@ -90,6 +93,20 @@ def _qwen3(config: dict):
     return Qwen3Model(Qwen3Config(**config))
 
 
+def _qwen2_5_vl():
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**QWEN2_5_VL_7B))
+
+
+BUILDERS.update({
+    "qwen_image.transformer": (FAMILIES[Family.QWEN_IMAGE], "transformer",
+                               lambda: _diffusers("QwenImageTransformer2DModel", QWEN_IMAGE)),
+    "qwen_image.text_encoder": (FAMILIES[Family.QWEN_IMAGE], "text_encoder", _qwen2_5_vl),
+    "qwen_image.vae": (FAMILIES[Family.QWEN_IMAGE], "vae", lambda: _diffusers("AutoencoderKLQwenImage", QWEN_IMAGE_VAE)),
+})
+
+
 def _on_meta(build):
     import torch
 
@@ -125,7 +142,7 @@ def test_lora_per_rank_equals_reference_numbers():
 
 
 @pytest.mark.parametrize("key", ["sd15.unet", "sd15.text_encoder", "sdxl.text_encoder_2", "pixart_alpha.transformer",
-                                 "flux1_dev.transformer", "chroma.transformer", "z_image.transformer"])
+                                 "flux1_dev.transformer", "chroma.transformer", "z_image.transformer", "qwen_image.transformer"])
 @pytest.mark.parametrize("targets", list(LoraTargets))
 def test_peft_lora_with_the_registry_target_names_has_the_registry_size(key, targets):
     """peft, given the registry's target names, adds exactly rank x per-rank parameters."""
@@ -162,8 +179,8 @@ def test_factorization_matches_peft():
 
 
 def test_family_facts():
-    assert [FAMILIES[f].bucket_step for f in Family] == [8, 8, 64, 16, 128, 16, 16, 16, 16]
-    assert [FAMILIES[f].default_resolution for f in Family] == [512, 768, 1024, 1024, 1024, 1024, 1024, 1024, 1024]
+    assert [FAMILIES[f].bucket_step for f in Family] == [8, 8, 64, 16, 128, 16, 16, 16, 16, 16]
+    assert [FAMILIES[f].default_resolution for f in Family] == [512, 768, 1024, 1024, 1024, 1024, 1024, 1024, 1024, 1024]
     assert FAMILIES[Family.SD2].prediction_type is PredictionType.V_PREDICTION
     assert FAMILIES[Family.SDXL].vae_scaling_factor == 0.13025
     assert FAMILIES[Family.STABLE_CASCADE].latent_pixels(1024, 1024) == 24 * 24

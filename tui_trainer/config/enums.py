@@ -15,6 +15,7 @@ class Family(StrEnum):
     FLUX1_SCHNELL = "flux1_schnell"
     CHROMA = "chroma"
     Z_IMAGE = "z_image"
+    QWEN_IMAGE = "qwen_image"
 
 
 class Method(StrEnum):
@@ -51,7 +52,7 @@ class PredictionType(StrEnum):
     EPSILON = "epsilon"
     V_PREDICTION = "v_prediction"
     FLOW = "flow"
-    """Rectified flow: the velocity noise - latents (FLUX.1, Chroma); set by the family, not by model.prediction_type."""
+    """Rectified flow: the velocity noise - latents (FLUX.1, Chroma, Qwen-Image); set by the family, not by model.prediction_type."""
 
 
 class OutputFormat(StrEnum):

@@ -75,7 +75,7 @@ class ModelConfig(Section):
     """The base model and how its weights are held."""
 
     family: Family = Family.SD15
-    """Model family (sd15, sd2, sdxl, pixart_alpha, stable_cascade, flux1_dev, flux1_schnell, chroma)."""
+    """Model family (sd15, sd2, sdxl, pixart_alpha, stable_cascade, flux1_dev, flux1_schnell, chroma, z_image, qwen_image)."""
     base_model: str = Field(min_length=1)
     """Hugging Face repo id, local diffusers folder, or single .safetensors checkpoint."""
     vae: str | None = None
@@ -527,7 +527,7 @@ class FlowConfig(Section):
     guidance: float = Field(default=1.0, ge=0, le=20)
     """FLUX.1-dev: the guidance value given to its guidance embedding while training."""
     max_sequence_length: int | None = Field(default=None, ge=16, le=512)
-    """T5 tokens per caption; absent = the family's (512 for FLUX.1-dev and Chroma, 256 for schnell)."""
+    """Text tokens per caption (T5 for FLUX.1 and Chroma, Qwen for Z-Image and Qwen-Image); absent = the family's (512; 256 for schnell)."""
 
 
 class LoraConfig(Section):

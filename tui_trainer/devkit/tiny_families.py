@@ -1,5 +1,5 @@
-"""Tiny random PixArt-alpha, Stable Cascade (stage C, plus its EfficientNet encoder; stages B + A), FLUX.1 and Chroma
-models, built offline.
+"""Tiny random PixArt-alpha, Stable Cascade (stage C, plus its EfficientNet encoder; stages B + A), FLUX.1, Chroma and
+Qwen-Image models, built offline.
 
 The parallel of tiny_models.TINY_SPECS for the transformer / Wuerstchen families: the real classes with a
 few channels each, saved as diffusers folders the trainer loads like real checkpoints.
@@ -14,8 +14,15 @@ from typing import Any
 
 from tui_trainer.config.enums import Family
 from tui_trainer.devkit.tiny_models import TINY_TEXT_ENCODER, TINY_VAE, tiny_tokenizer
-from tui_trainer.models.architectures import FLUX_FLOW_SCHEDULER, FLUX_SCHNELL_SCHEDULER, STABLE_CASCADE_C
-from tui_trainer.models.architectures import Z_IMAGE_TURBO, Z_IMAGE_TURBO_SCHEDULER
+from tui_trainer.models.architectures import (
+    FLUX_FLOW_SCHEDULER,
+    FLUX_SCHNELL_SCHEDULER,
+    QWEN_IMAGE_SCHEDULER,
+    QWEN_IMAGE_VAE,
+    STABLE_CASCADE_C,
+    Z_IMAGE_TURBO,
+    Z_IMAGE_TURBO_SCHEDULER,
+)
 
 PIXART_BETAS = {"beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear", "num_train_timesteps": 1000}
 """PixArt-alpha's training schedule (its scheduler config)."""
@@ -196,17 +203,50 @@ QWEN_CHAT_TEMPLATE = (
 """What Qwen3's chat template makes of one user message with a generation prompt and thinking enabled (ZImagePipeline's call)."""
 
 
-def tiny_qwen_tokenizer():
-    """An offline Qwen2 BPE tokenizer: the 256 byte-level characters, no merges, Qwen's special tokens and chat template."""
+def tiny_qwen_tokenizer(words: tuple[str, ...] = (), chat_template: str | None = None, model_max_length: int | None = None):
+    """An offline Qwen2 BPE tokenizer: the 256 byte-level characters, merges that spell `words` whole, and Qwen's
+    special tokens (<|endoftext|>, <|im_start|>, <|im_end|>)."""
     from transformers import Qwen2Tokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     vocab = {char: index for index, char in enumerate(bytes_to_unicode().values())}
+    merges = []
+    for word in words:
+        for end in range(2, len(word) + 1):
+            if word[:end] not in vocab:
+                merges.append((word[: end - 1], word[end - 1]))
+                vocab[word[:end]] = len(vocab)
     for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
         vocab[special] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], chat_template=QWEN_CHAT_TEMPLATE, model_max_length=512)
+    limits = {"model_max_length": model_max_length} if model_max_length else {}
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, chat_template=chat_template, **limits)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     return tokenizer
+
+
+TINY_QWEN_IMAGE = {
+    "patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 2, "attention_head_dim": 8,
+    "num_attention_heads": 2, "joint_attention_dim": 32, "guidance_embeds": False, "axes_dims_rope": [2, 2, 4],
+}
+"""Qwen-Image's transformer layout (16 latent channels x 2 x 2 patches in, 16 out, rotary axes summing to the head
+width), two double-stream blocks, text width 32."""
+TINY_QWEN_IMAGE_VAE = {**QWEN_IMAGE_VAE, "base_dim": 8, "num_res_blocks": 1}
+"""The published VAE layout (x8 spatial, 16 channels, its latents_mean / latents_std), 8 base channels."""
+TINY_QWEN2_5_VL = {
+    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                    "num_key_value_heads": 2, "max_position_embeddings": 2048, "tie_word_embeddings": False,
+                    "rope_scaling": {"rope_type": "default", "mrope_section": [1, 1, 2]}},
+    "vision_config": {"depth": 1, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "out_hidden_size": 32,
+                      "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+                      "fullatt_block_indexes": [0]},
+}
+"""Qwen2.5-VL's layout (language model with multimodal rotary sections, vision tower), width 32."""
+
+QWEN_TEMPLATE_WORDS = ("system", "user", "assistant", "Describe", *(
+    "Ġ" + word for word in "the image by detailing color shape size texture quantity text spatial relationships of "
+    "objects and background".split()))
+"""Whole-word tokens of QwenImagePipeline's prompt template, so its prefix is 34 tokens as with the real tokenizer
+(prompt_template_encode_start_idx drops exactly the system prompt)."""
 
 
 def build_tiny_z_image(seed: int = 0) -> Any:
@@ -215,13 +255,32 @@ def build_tiny_z_image(seed: int = 0) -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
     from transformers import Qwen3Config, Qwen3Model
 
-    tokenizer = tiny_qwen_tokenizer()
+    tokenizer = tiny_qwen_tokenizer(chat_template=QWEN_CHAT_TEMPLATE, model_max_length=512)
     torch.manual_seed(seed)
     transformer = ZImageTransformer2DModel(**TINY_Z_IMAGE)
     torch.manual_seed(seed + 1)
     text_encoder = Qwen3Model(Qwen3Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **TINY_QWEN3))
     return ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(**Z_IMAGE_TURBO_SCHEDULER), vae=_tiny_flux_vae(seed + 3),
                           text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer)
+
+
+def build_tiny_qwen_image(seed: int = 0) -> Any:
+    """A tiny QwenImagePipeline (MMDiT, Qwen2.5-VL text encoder with its vision tower, Wan-style VAE, the shift schedule)."""
+    import torch
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = tiny_qwen_tokenizer(QWEN_TEMPLATE_WORDS)
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(**TINY_QWEN_IMAGE)
+    torch.manual_seed(seed + 1)
+    ends = {"bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"), "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    settings = {**TINY_QWEN2_5_VL, **ends, "text_config": {**TINY_QWEN2_5_VL["text_config"], **ends, "vocab_size": len(tokenizer)}}
+    text_encoder = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**settings))
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLQwenImage(**TINY_QWEN_IMAGE_VAE)
+    return QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(**QWEN_IMAGE_SCHEDULER), vae=vae,
+                             text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer)
 
 
 def _save_cascade(path: Path, seed: int) -> None:
@@ -239,6 +298,7 @@ TINY_FAMILY_BUILDERS: dict[str, Callable[[Path, int], None]] = {
     "flux1-schnell": lambda path, seed: build_tiny_flux(seed, guidance=False).save_pretrained(path, safe_serialization=True),
     "chroma": lambda path, seed: build_tiny_chroma(seed).save_pretrained(path, safe_serialization=True),
     "z-image": lambda path, seed: build_tiny_z_image(seed).save_pretrained(path, safe_serialization=True),
+    "qwen-image": lambda path, seed: build_tiny_qwen_image(seed).save_pretrained(path, safe_serialization=True),
 }
 """Writers of each tiny model folder by name (cascade: the prior pipeline plus effnet_encoder.safetensors in it;
 cascade-decoder: stages B and A, for samples)."""
@@ -273,6 +333,9 @@ TINY_FAMILY_MODELS: dict[Family, TinyFamilyModel] = {
     Family.FLUX1_SCHNELL: TinyFamilyModel("flux1-schnell", 64),
     Family.CHROMA: TinyFamilyModel("chroma", 64),
     Family.Z_IMAGE: TinyFamilyModel("z-image", 64),
+
+
+    Family.QWEN_IMAGE: TinyFamilyModel("qwen-image", 64),
 }
 """The tiny model of every family (the registry completeness test trains each)."""
 

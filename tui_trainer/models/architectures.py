@@ -85,3 +85,43 @@ code; its scheduler_config.json was not found verbatim here)."""
 
 REFERENCE_COUNTS.update({"z_image.transformer": 6_154_908_736, "z_image.text_encoder": 4_022_468_096})
 """Meta-device counts of the configs above; the model card says "6B" for the transformer and Qwen3-4B's says 4.0B."""
+
+QWEN_IMAGE = {
+    "patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 60, "attention_head_dim": 128,
+    "num_attention_heads": 24, "joint_attention_dim": 3584, "guidance_embeds": False, "axes_dims_rope": [16, 56, 56],
+}
+"""Qwen/Qwen-Image transformer/config.json (QwenImageTransformer2DModel, 20B MMDiT; the same for Qwen-Image-Edit)."""
+QWEN_IMAGE_VAE = {
+    "base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+    "temperal_downsample": [False, True, True], "dropout": 0.0,
+    "latents_mean": [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715, 0.5517,
+                     -0.3632, -0.1922, -0.9497, 0.2503, -0.2921],
+    "latents_std": [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652, 1.5579,
+                    1.6382, 1.1253, 2.8251, 1.916],
+}
+"""Qwen/Qwen-Image vae/config.json (AutoencoderKLQwenImage: Wan 2.1's causal 3-D VAE, x8 spatial)."""
+QWEN2_5_VL_7B = {
+    "model_type": "qwen2_5_vl", "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "hidden_act": "silu",
+    "max_position_embeddings": 128000, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": False,
+    "rope_scaling": {"mrope_section": [16, 24, 24], "rope_type": "default", "type": "default"},
+    "bos_token_id": 151643, "eos_token_id": 151645, "image_token_id": 151655, "video_token_id": 151656,
+    "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+    "vision_config": {
+        "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584,
+        "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112, "in_channels": 3,
+        "fullatt_block_indexes": [7, 15, 23, 31], "hidden_act": "silu", "tokens_per_second": 2,
+    },
+}
+"""Qwen2.5-VL-7B-Instruct's config.json (Qwen-Image's text_encoder: Qwen2_5_VLForConditionalGeneration with its vision
+tower and LM head). Quoted from a published copy of the Qwen-Image text_encoder config (transformers 4.53.1)."""
+QWEN_IMAGE_SCHEDULER = {
+    "num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 0.9,
+    "base_image_seq_len": 256, "max_image_seq_len": 8192, "shift_terminal": 0.02, "time_shift_type": "exponential",
+}
+"""Qwen/Qwen-Image scheduler/scheduler_config.json (FlowMatchEulerDiscreteScheduler): resolution-dependent shift."""
+
+REFERENCE_COUNTS.update({
+    "qwen_image.transformer": 20_430_401_088, "qwen_image.text_encoder": 8_292_166_656,
+})
+"""Qwen-Image: 20,430,401,088 transformer parameters (its 40.86 GB bf16 file); Qwen2.5-VL-7B's 8.29B with the vision tower."""

@@ -423,6 +423,33 @@ _FLUX_COMMON = {
 }
 """FLUX.1 and Chroma: 16-channel latents packed 2 x 2 into tokens (buckets step 16 px), T5 512 tokens."""
 
+QWEN_IMAGE_TARGETS = _presets(
+    FLUX_ATTENTION, ("img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2"),
+    ("img_mod.1", "txt_mod.1", "img_in", "txt_in", "norm_out.linear", "proj_out"),
+)
+"""QwenImageTransformer2DModel: both streams' attention (FLUX.1's names), + both streams' feed-forwards, + each block's
+image and text modulation, the input projections and the output layer."""
+_QWEN_ATTENTION_MLP = ((3072, 3072, 480), (3072, 12288, 120), (12288, 3072, 120))
+QWEN_IMAGE_TRANSFORMER = PartSpec(
+    "transformer", PartRole.DENOISER, "diffusers.QwenImageTransformer2DModel", 20_430_401_088, 1_889_856, 14_830_016,
+    "denoiser", 0, QWEN_IMAGE_TARGETS, _by_preset(
+        ((3072, 3072, 480),), _QWEN_ATTENTION_MLP,
+        ((64, 3072, 1), (3072, 64, 1), (3072, 3072, 480), (3072, 6144, 1), (3072, 12288, 120), (3072, 18432, 120),
+         (3584, 3072, 1), (12288, 3072, 120)),
+    ),
+    linear_weight_params=20_424_818_688, title="Transformer",
+)
+QWEN2_5_VL = PartSpec("text_encoder", PartRole.TEXT_ENCODER, "transformers.Qwen2_5_VLForConditionalGeneration",
+                      8_292_166_656, 843_776, 4_614_272, "text_encoder", 3584, linear_weight_params=7_744_815_104,
+                      trainable=False, title="Text encoder (Qwen2.5-VL-7B)")
+"""Frozen: the language model, its LM head and its 677M-parameter vision tower, all loaded by QwenImagePipeline."""
+QWEN_IMAGE_VAE = PartSpec("vae", PartRole.AUTOENCODER, "diffusers.AutoencoderKLQwenImage", 126_892_531, 37_171, 89_513_715)
+"""Wan 2.1's causal 3-D VAE (one frame per image), 16 channels normalised by latents_mean / latents_std."""
+QWEN_IMAGE_ACTIVATIONS = ActivationProfile(3_160_000, 200_000, (SelfAttentionLevel(2, 24, 60),), measured=False)
+"""FLUX.1's derivation scaled to 60 double-stream blocks (x 60/57): unmeasured, like FLUX.1's."""
+QWEN_IMAGE_VAE_PASSES = {"encode_bytes_per_pixel": 1940.0, "decode_bytes_per_pixel": 3470.0}
+"""AutoencoderKLQwenImage, bfloat16, no grad, one frame: measured at 128 and 256 px (docs/vram.md)."""
+
 FAMILIES: dict[Family, FamilySpec] = {
     Family.SD15: FamilySpec(
         Family.SD15, "Stable Diffusion 1.5",
@@ -510,6 +537,12 @@ FAMILIES: dict[Family, FamilySpec] = {
         Family.CHROMA, "Chroma (8.9B, T5 only)",
         {"transformer": CHROMA_TRANSFORMER, "text_encoder": T5_XXL, "vae": FLUX_VAE},
         **_FLUX_COMMON, own_fields=FLOW_FIELDS, pipeline="ChromaPipeline",
+    ),
+    Family.QWEN_IMAGE: FamilySpec(
+        Family.QWEN_IMAGE, "Qwen-Image (20B)",
+        {"transformer": QWEN_IMAGE_TRANSFORMER, "text_encoder": QWEN2_5_VL, "vae": QWEN_IMAGE_VAE},
+        **{**_FLUX_COMMON, "vae_scaling_factor": None, "activations": QWEN_IMAGE_ACTIVATIONS, **QWEN_IMAGE_VAE_PASSES},
+        own_fields=FLOW_FIELDS, pipeline="QwenImagePipeline",
     ),
 }
 """The family registry."""

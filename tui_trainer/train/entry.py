@@ -289,6 +289,8 @@ class TrainRecipe:
         if training.cache_text_encoder_outputs and not trains_text:
             self.monitor.status(RunState.CACHING, step=0)
             encoders = "".join(module_identity(module) for module in self.model.text_encoders.values())
+            length = getattr(self.model.noise_scheduler, "max_sequence_length", None)
+            encoders += f"|{length} tokens" if length else ""  # flow families pad captions to it: another length, another entry
             self.text_cache = TextCache(self.cache_dir, encoders, self._encode_text_frozen)
             self.processes.enter("text caching")
             self._precache_text()

@@ -118,17 +118,18 @@ def build_pipeline(model: ModelParts, unwrap: Callable[[torch.nn.Module], torch.
 def generate(
     pipeline: Any, sample: SampleConfig, size: tuple[int, int], device: torch.device, prompts: Callable[[list[str]], list[str]],
     decoder: Any = None, family_inputs: Callable[[tuple[int, int]], dict[str, Any]] = lambda size: {},
+    cfg_argument: str = "guidance_scale",
 ) -> Any:
     """One PIL image of `sample`; `prompts` turns the prompt into what the text encoders read (the method's captions hook,
     e.g. an embedding's placeholder expanded to its vector tokens); the negative prompt is used as written;
-    `family_inputs` are the family's extra call arguments. With a
+    `family_inputs` are the family's extra call arguments, `cfg_argument` the call argument sample.cfg goes to. With a
     `decoder` (Stable Cascade) the pipeline's image embeddings go through it, with the prompt as written."""
     generator = torch.Generator(device=device).manual_seed(sample.seed)
     width, height = sample.width or size[0], sample.height or size[1]
     (prompt,) = prompts([sample.prompt])
     output = pipeline(
         prompt=prompt, negative_prompt=sample.negative_prompt, width=width, height=height,
-        num_inference_steps=sample.steps, guidance_scale=sample.cfg, generator=generator,
+        num_inference_steps=sample.steps, generator=generator, **{cfg_argument: sample.cfg},
         **EXTRA_INPUTS.get(type(pipeline).__name__, lambda size: {})((width, height)), **family_inputs((width, height)),
     )
     if decoder is None:
@@ -160,7 +161,7 @@ def make_samples(
                 base = model.scheduler if family.samples_with_own_scheduler else model.noise_scheduler
                 scheduler = type(base).from_config(base.config)
             pipeline = build_pipeline(model, unwrap, scheduler)
-            image = generate(pipeline, sample, size, device, prompts, decoder, family.sample_inputs)
+            image = generate(pipeline, sample, size, device, prompts, decoder, family.sample_inputs, family.cfg_argument)
             del pipeline
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")

@@ -7,6 +7,7 @@ from tui_trainer.train.families.base import TrainFamily
 from tui_trainer.train.families.chroma import CHROMA
 from tui_trainer.train.families.flux import FLUX1_DEV, FLUX1_SCHNELL
 from tui_trainer.train.families.pixart_alpha import PIXART_ALPHA
+from tui_trainer.train.families.qwen_image import QWEN_IMAGE
 from tui_trainer.train.families.sd2 import SD2
 from tui_trainer.train.families.sd15 import SD15
 from tui_trainer.train.families.sdxl import SDXL
@@ -14,7 +15,7 @@ from tui_trainer.train.families.stable_cascade import STABLE_CASCADE
 from tui_trainer.train.families.z_image import Z_IMAGE
 
 TRAIN_FAMILIES: dict[Family, TrainFamily] = {
-    family.family: family for family in (SD15, SD2, SDXL, PIXART_ALPHA, STABLE_CASCADE, FLUX1_DEV, FLUX1_SCHNELL, CHROMA)
+    family.family: family for family in (SD15, SD2, SDXL, PIXART_ALPHA, STABLE_CASCADE, FLUX1_DEV, FLUX1_SCHNELL, CHROMA, QWEN_IMAGE)
 }
 """Every family the trainer can train."""
 TRAIN_FAMILIES[Family.Z_IMAGE] = Z_IMAGE

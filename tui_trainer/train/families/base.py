@@ -118,6 +118,8 @@ class TrainFamily:
     """Turns the sampling pipeline's output into images (Stable Cascade's stages B and A); None = it gives images."""
     samples_with_own_scheduler: bool = False
     """Samples use the base model's own scheduler (flow matching: FlowMatchEulerDiscrete); sample.sampler does not apply."""
+    cfg_argument: str = "guidance_scale"
+    """The sampling pipeline's call argument that takes sample.cfg (Qwen-Image: true_cfg_scale)."""
 
 
 def clip_conditioning(model: ModelParts, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:
