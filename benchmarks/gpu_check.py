@@ -113,6 +113,8 @@ CHECKS: tuple[Check, ...] = (
     Check("flux1-dev-lora-nf4-512", "flux1_dev", "flux1-dev-lora",
           BS1 | {"parts.denoiser.dtype": "nf4", "training.resolution": "512"}, 45, 1.5, default=False),
     Check("z-image-lora-1024", "z_image", "z-image-lora", BS1 | {"training.resolution": "1024"}, 40, 2.0, default=False),
+    Check("qwen-image-lora-nf4-1024", "qwen_image", "qwen-image-lora", BS1 | {"training.resolution": "1024"}, 60, 5.0,
+          default=False),
 )
 """The issue's configs, most wanted first (the budget skips from the end). A row whose family, preset or full-size
 builder is not in the code yet is listed as pending and becomes a check once all three exist."""
@@ -188,10 +190,11 @@ def estimate_row(config: TrainConfig) -> dict[str, Any]:
 @functools.cache
 def tokenizers() -> dict[str, Any]:
     """Offline tokenizers whose ids fit the real vocabularies: CLIP byte-level and T5 per-character."""
-    from tui_trainer.devkit.tiny_families import QWEN_CHAT_TEMPLATE, tiny_qwen_tokenizer, tiny_t5_tokenizer
+    from tui_trainer.devkit.tiny_families import QWEN_CHAT_TEMPLATE, QWEN_TEMPLATE_WORDS, tiny_qwen_tokenizer, tiny_t5_tokenizer
     from tui_trainer.devkit.tiny_models import tiny_tokenizer
 
-    return {"clip": tiny_tokenizer(), "t5": tiny_t5_tokenizer(), "qwen": tiny_qwen_tokenizer(chat_template=QWEN_CHAT_TEMPLATE)}
+    return {"clip": tiny_tokenizer(), "t5": tiny_t5_tokenizer(), "qwen": tiny_qwen_tokenizer(chat_template=QWEN_CHAT_TEMPLATE),
+            "qwen_vl": tiny_qwen_tokenizer(QWEN_TEMPLATE_WORDS)}
 
 
 def _clip(settings: dict[str, Any], projection: bool = False) -> Any:
@@ -218,6 +221,12 @@ def _qwen3() -> Any:
     from transformers import Qwen3Config, Qwen3Model
 
     return Qwen3Model(Qwen3Config(**arch.QWEN3_4B))
+
+
+def _qwen2_5_vl() -> Any:
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**arch.QWEN2_5_VL_7B))
 
 
 def _effnet() -> Any:
@@ -260,6 +269,8 @@ PART_BUILDERS: dict[str, dict[str, Callable[[], Any]]] = {
                "vae": FLUX_VAE},
     "z_image": {"transformer": lambda: _diffusers("ZImageTransformer2DModel", arch.Z_IMAGE_TURBO), "text_encoder": _qwen3,
                 "vae": FLUX_VAE},
+    "qwen_image": {"transformer": lambda: _diffusers("QwenImageTransformer2DModel", arch.QWEN_IMAGE),
+                   "text_encoder": _qwen2_5_vl, "vae": lambda: _diffusers("AutoencoderKLQwenImage", arch.QWEN_IMAGE_VAE)},
 }
 """Every part of each family at full size, by Family value and the family registry's part name (random weights).
 The flow families' architecture constants are read when a part is built, so the table stands before they land."""
@@ -293,6 +304,8 @@ PIPELINES: dict[str, PipelineRecipe] = {
                              {"tokenizer": "t5"}),
     "z_image": PipelineRecipe("ZImagePipeline", _scheduler("FlowMatchEulerDiscreteScheduler", lambda: arch.Z_IMAGE_TURBO_SCHEDULER),
                               {"tokenizer": "qwen"}),
+    "qwen_image": PipelineRecipe("QwenImagePipeline", _scheduler("FlowMatchEulerDiscreteScheduler", lambda: arch.QWEN_IMAGE_SCHEDULER),
+                                 {"tokenizer": "qwen_vl"}),
 }
 """diffusers pipeline class, scheduler, tokenizers and extra arguments by Family value."""
 
