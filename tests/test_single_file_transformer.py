@@ -26,23 +26,26 @@ def _config(model: Path, transformer: Path | str, family: Family = Family.FLUX1_
     })
 
 
-def test_the_files_weights_replace_the_base_models(tiny_flux: Path, tmp_path: Path):
+@pytest.mark.parametrize("family", [Family.FLUX1_DEV, Family.QWEN_IMAGE], ids=lambda family: family.value)
+def test_the_files_weights_replace_the_base_models(family: Family, tiny_flux: Path, tmp_path: Path):
     """A diffusers-layout transformer file (every weight doubled) is what the trainer loads, in the part's dtype;
     the VAE and text encoders are still the base model's."""
     import torch
     from safetensors.torch import load_file, save_file
 
+    from tui_trainer.devkit.tiny_families import save_tiny_model
     from tui_trainer.train.loading import load_model
 
-    base = load_file(tiny_flux / "transformer" / "diffusion_pytorch_model.safetensors")
+    model = tiny_flux if family is Family.FLUX1_DEV else save_tiny_model(tmp_path / family.value, family)
+    base = load_file(model / "transformer" / "diffusion_pytorch_model.safetensors")
     doubled = {key: value * 2 for key, value in base.items()}
-    save_file(doubled, tmp_path / "my-flux.safetensors")
+    save_file(doubled, tmp_path / "my-transformer.safetensors")
 
-    parts = load_model(_config(tiny_flux, tmp_path / "my-flux.safetensors", dtype="bfloat16"))
+    parts = load_model(_config(model, tmp_path / "my-transformer.safetensors", family=family, dtype="bfloat16"))
     loaded = parts.unet.state_dict()
     assert set(loaded) == set(doubled)
     assert all(torch.equal(loaded[key], doubled[key].to(torch.bfloat16)) for key in doubled)
-    vae = load_file(tiny_flux / "vae" / "diffusion_pytorch_model.safetensors")
+    vae = load_file(model / "vae" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(parts.vae.state_dict()[key], vae[key]) for key in vae)
 
 
