@@ -141,6 +141,28 @@ def test_offset_noise_and_noise_come_from_the_generator():
     assert all(torch.equal(a, b) for a, b in zip(*draws, strict=True))
 
 
+def test_placed_encoder_casts_pixels_once_and_never_asks_the_vae_its_device_or_dtype(monkeypatch: pytest.MonkeyPatch):
+    import torch
+    from diffusers import AutoencoderKL
+
+    from tui_trainer.devkit.tiny_models import build_tiny_pipeline
+    from tui_trainer.train.loop import encode_latents, placed_encoder
+
+    vae = build_tiny_pipeline("sd15").vae.to(torch.bfloat16)
+    pixels = torch.rand(1, 3, 64, 64) * 2 - 1
+    expected = encode_latents(vae, pixels.to(torch.bfloat16))
+    encode = placed_encoder(encode_latents, vae)
+
+    def walks(self):
+        raise AssertionError("a step looked up the VAE's device or dtype (a walk over every submodule)")
+
+    monkeypatch.setattr(AutoencoderKL, "device", property(walks))
+    monkeypatch.setattr(AutoencoderKL, "dtype", property(walks))
+    latents = encode(pixels)
+    assert latents.dtype == torch.float32 and latents.shape == (1, 4, 8, 8)
+    assert torch.equal(latents, expected)
+
+
 def _item(path: Path, size: tuple[int, int], bucket: tuple[int, int]) -> SimpleNamespace:
     return SimpleNamespace(path=path, width=size[0], height=size[1], bucket=bucket, caption_path=None, caption_choices=(),
                            concept_index=0, mask_path=None)
