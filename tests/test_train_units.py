@@ -76,6 +76,7 @@ def test_optimizer_settings_reach_the_optimizer():
     config = _config(extra='[optimizer]\nname = "adamw"\n[optimizer.settings.adamw]\nbeta1 = 0.8\nweight_decay = 0.2\n')
     optimizer = build_optimizer(config, [{"params": [torch.nn.Parameter(torch.ones(2))], "lr": 0.1, "name": "unet"}])
     assert optimizer.param_groups[0]["betas"] == (0.8, 0.999) and optimizer.param_groups[0]["weight_decay"] == 0.2
+    assert optimizer.param_groups[0]["fused"] is True  # one kernel; torch's CPU default loops over the parameters
 
 
 def test_missing_optional_package_names_the_pip_extra(monkeypatch: pytest.MonkeyPatch):
