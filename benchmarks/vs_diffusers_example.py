@@ -183,6 +183,53 @@ def example_problem(python: str) -> str | None:
     return f"{python} cannot import what the example needs ({last}); make a venv for it as docs/benchmarks.md says and pass --example-python"
 
 
+TORCHVISION_OPS_STUB = """\
+import sys
+
+
+class DefineTorchvisionOpsFirst:
+    # torchvision registers fake kernels for torchvision::nms and ::qnms even when its C++ ops did not load (a
+    # CUDA-built wheel beside a CPU-only torch); defining the two schemas first lets it import. Its transforms,
+    # all the example uses, never call them.
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            sys.meta_path.remove(self)
+            import torch
+
+            library = torch.library.Library("torchvision", "DEF")
+            for op in ("nms", "qnms"):
+                library.define(op + "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+            LIBRARIES.append(library)
+        return None
+
+
+LIBRARIES = []
+sys.meta_path.insert(0, DefineTorchvisionOpsFirst())
+"""
+
+
+def make_example_venv(folder: Path) -> Path:
+    """A throwaway venv for the example: this interpreter's packages (through a .pth file) plus torchvision
+    matching torch and datasets; when that torchvision cannot load its ops here, a start-up hook that lets it
+    import. Returns its python."""
+    import site
+
+    import torch
+
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    python = folder / "bin" / "python"
+    packages = Path(subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"], check=True,
+                                   capture_output=True, text=True).stdout.strip())
+    (packages / "zz_project_packages.pth").write_text(site.getsitepackages()[0] + "\n")
+    minor = int(torch.__version__.split(".")[1])
+    subprocess.run([python, "-m", "pip", "install", "--no-deps", f"torchvision==0.{minor + 15}.*"], check=True)
+    subprocess.run([python, "-m", "pip", "install", "datasets>=5.2"], check=True)
+    if subprocess.run([python, "-c", "import torchvision"], capture_output=True).returncode != 0:
+        (packages / "torchvision_ops_stub.py").write_text(TORCHVISION_OPS_STUB)
+        (packages / "torchvision_ops_stub.pth").write_text("import torchvision_ops_stub\n")
+    return python
+
+
 def example_side(python: str, script: Path, model: Path, data: Path, root: Path, steps: int) -> Side:
     """The example's command line for the same training as ours."""
     return Side("example", [
@@ -303,7 +350,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40, help="training steps per run")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (medians kept)")
     parser.add_argument("--record", type=Path, help="record the figures in this Markdown file (docs/benchmarks.md)")
+    parser.add_argument("--make-example-venv", type=Path, metavar="DIR", help="build a venv for the example in DIR, then use it")
     args = parser.parse_args()
+    if args.make_example_venv:
+        args.example_python = str(make_example_venv(args.make_example_venv))
     rows, notes = run(args.example, args.example_python, args.steps, args.rounds)
     if args.record:
         record(args.record, rows, notes)
