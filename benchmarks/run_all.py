@@ -76,7 +76,9 @@ How each figure is measured (run one group alone with the script named):
   over the parameters on the CPU (fused AdamW: ~0.6 ms a step). Not ours, and paid by the example too: about
   80% of start-up is importing torch, diffusers, transformers and peft; diffusers alone imports `torch._dynamo`
   (0.76 s), and with bitsandbytes installed diffusers and peft both import it at once, whose `torch.compile`
-  wrappers import torch's compiler (0.9 s); our own modules take 0.13 s. What caching leaves of a step is the
+  wrappers import torch's compiler (0.9 s); our own modules take 0.13 s. Tried for that 0.9 s and dropped:
+  loading bitsandbytes lazily (`importlib.util.LazyLoader`: peft's import asks for `bitsandbytes.nn` at
+  once) and telling diffusers it is absent (peft imports it all the same). What caching leaves of a step is the
   UNet's forward and backward and the optimizer, the same as the example's; the VAE and text-encoder passes
   and data loading it saves are about a fifth of the example's step on this tiny model, so the cached goal of
   0.70 x is out of reach here.
