@@ -74,8 +74,9 @@ How each figure is measured (run one group alone with the script named):
   <= 0.95 x, cached step <= 0.70 x. Found in the profiles and fixed: the VAE's device and dtype looked up at
   every uncached step (diffusers walks every submodule for each: 0.7 ms a step) and torch AdamW's Python loop
   over the parameters on the CPU (fused AdamW: ~0.6 ms a step). Before and after them, 3 rounds each on
-  2026-12-07 at a load of 0.1-0.8: uncached step 1.05 -> 0.92 x, cached 0.81 -> 0.72 x, start-up 0.85 x
-  both times (its last fix, diffusers.training_utils out of start-up, came before). Not ours, and paid by the example too: about
+  2026-12-07 at a load of 0.1-0.8: uncached step 34.7 -> 32.6 ms (1.05 -> 0.92 x), cached 26.9 -> 25.4 ms
+  (0.81 -> 0.72 x), start-up 0.85 x both times (its last fix, diffusers.training_utils out of start-up, came
+  before); the example's own step read 33.1 and 35.5 ms in those runs, so part of the ratios' change is noise. Not ours, and paid by the example too: about
   80% of start-up is importing torch, diffusers, transformers and peft; diffusers alone imports `torch._dynamo`
   (0.76 s), and with bitsandbytes installed diffusers and peft both import it at once, whose `torch.compile`
   wrappers import torch's compiler (0.9 s); our own modules take 0.13 s. Tried for that 0.9 s and dropped:
