@@ -22,6 +22,7 @@ import gpu_check  # noqa: E402
 import scan as scan_bench  # noqa: E402
 import step_overhead as step_bench  # noqa: E402
 import tui as tui_bench  # noqa: E402
+import vs_diffusers_example as vs_example  # noqa: E402
 
 from tui_trainer.atomic import atomic_write_text  # noqa: E402
 
@@ -63,6 +64,36 @@ How each figure is measured (run one group alone with the script named):
   forward, backward, clip and AdamW step on the same tiny SD1.5 model and latents; 1 CPU thread, median of 3
   alternating rounds. The one overhead found and removed: calling `Module.train()` every step (it walks every
   submodule, ~18 ms on the tiny UNet).
+- **vs diffusers example** (`benchmarks/vs_diffusers_example.py`, issue 24): our trainer and diffusers'
+  `examples/text_to_image/train_text_to_image_lora.py` train the same UNet LoRA (rank 4, attention projections,
+  64 px, batch 2, float32, AdamW 1e-4, clip 1.0, TensorBoard on, 1 thread) on the tiny SD1.5 model saved as a
+  diffusers folder and the same 8 images. Each run is a new process timed by one torch optimizer-step hook:
+  start-up = process start to the end of the first step; step = mean of the later steps. One warm-up of each,
+  then 5 rounds in rotated order; medians. Ours uncached encodes latents and text every step, as the example
+  does; ours cached reads both from its warm cache. Goals: start-up < 5 s and <= 0.70 x, uncached step
+  <= 0.95 x, cached step <= 0.70 x. Found in the profiles and fixed: the VAE's device and dtype looked up at
+  every uncached step (diffusers walks every submodule for each: 0.7 ms a step) and torch AdamW's Python loop
+  over the parameters on the CPU (fused AdamW: ~0.6 ms a step). Before and after them, 3 rounds each on
+  2026-12-07 at a load of 0.1-0.8: uncached step 34.7 -> 32.6 ms (1.05 -> 0.92 x), cached 26.9 -> 25.4 ms
+  (0.81 -> 0.72 x), start-up 0.85 x both times (its last fix, diffusers.training_utils out of start-up, came
+  before); the example's own step read 33.1 and 35.5 ms in those runs, so part of the ratios' change is noise. Not ours, and paid by the example too: about
+  80% of start-up is importing torch, diffusers, transformers and peft; diffusers alone imports `torch._dynamo`
+  (0.76 s), and with bitsandbytes installed diffusers and peft both import it at once, whose `torch.compile`
+  wrappers import torch's compiler (0.9 s); our own modules take 0.13 s. Tried for that 0.9 s and dropped:
+  loading bitsandbytes lazily (`importlib.util.LazyLoader`: peft's import asks for `bitsandbytes.nn` at
+  once) and telling diffusers it is absent (peft imports it all the same). What caching leaves of a step is the
+  UNet's forward and backward and the optimizer, the same as the example's; the VAE and text-encoder passes
+  and data loading it saves are about a fifth of the example's step on this tiny model, so the cached goal of
+  0.70 x is out of reach here.
+  To reproduce: the example needs torchvision and `datasets`, which this project's venv must not get.
+  `--make-example-venv DIR` builds a throwaway venv (this venv's packages through a `.pth` file, plus torchvision matching torch and
+  `datasets`) and uses it; `--example-python PYTHON` names one made another way. On this machine the only
+  torchvision for torch 2.13 is built against CUDA torch and cannot load its C++ ops beside torch+cpu, so
+  the venv gets a start-up hook that defines the two operator schemas torchvision needs to import (the
+  transforms the example uses never call them). The example is given with `--example PATH` or downloaded for
+  the installed diffusers release; these figures used a copy of its `check_min_version("0.30.0.dev0")`
+  revision (the download needs internet, which this machine lacks):
+  `python benchmarks/vs_diffusers_example.py --example PATH --make-example-venv /tmp/exvenv --record docs/benchmarks.md`.
 - **estimate** (`benchmarks/estimate.py`): mean milliseconds per `estimate()` call, suggestions included (each is
   one more estimate of a changed plan), median of 5 rounds of 2,000 calls; the goal is the TUI's per-keystroke
   budget of 1 ms.
@@ -87,17 +118,17 @@ How each figure is measured (run one group alone with the script named):
 
 
 def missed_goals(rows: list[str]) -> list[str]:
-    """Figures of `rows` that miss their goal: ">= x" / "<= x" goals apply to the ratio, "< N ms" to the value."""
+    """Figures of `rows` that miss a goal: ">= x" / "<= x" goals apply to the ratio, "< N ms" to the value; a goal
+    cell may hold several, separated by "; "."""
     missed = []
     for row in rows:
-        figure, value, _, ratio, goal = (cell.strip() for cell in row.split("|")[1:6])
-        if not goal:
-            continue
-        bound = float(goal.split()[1])
-        measured = float(value.split()[0].replace(",", "")) if goal.endswith("ms") else float(ratio)
-        ok = {">=": measured >= bound, "<=": measured <= bound, "<": measured < bound}[goal.split()[0]]
-        if not ok:
-            missed.append(f"{figure.rsplit(' (', 1)[0]}: {value if goal.endswith('ms') else ratio} (goal {goal})")
+        figure, value, _, ratio, goals = (cell.strip() for cell in row.split("|")[1:6])
+        for goal in filter(None, goals.split("; ")):
+            bound = float(goal.split()[1])
+            measured = float(value.split()[0].replace(",", "")) if goal.endswith("ms") else float(ratio)
+            ok = {">=": measured >= bound, "<=": measured <= bound, "<": measured < bound}[goal.split()[0]]
+            if not ok:
+                missed.append(f"{figure.rsplit(' (', 1)[0]}: {value if goal.endswith('ms') else ratio} (goal {goal})")
     return missed
 
 
@@ -114,6 +145,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--note", default="", help="a sentence on the machine's state, put in the file's introduction")
+    parser.add_argument("--example", type=Path, help="diffusers' train_text_to_image_lora.py (vs_diffusers_example.py)")
+    parser.add_argument("--example-python", default=sys.executable, help="interpreter with torchvision and datasets for it")
     args = parser.parse_args()
     images, repeat, steps, rounds, calls, runs = (1000, 2, 10, 1, 200, 2) if args.quick else (10_000, 5, 40, 3, 2000, 5)
 
@@ -123,7 +156,15 @@ def main() -> int:
         lambda: estimate_bench.table_rows(calls),
         lambda: tui_bench.startup_rows(runs),
         lambda: [tui_bench.chart_row(max(runs, 10))],
+        lambda: vs_rows(),
     ]
+    example_notes = []
+
+    def vs_rows() -> list[str]:
+        rows, notes = vs_example.run(args.example, args.example_python, steps, runs)
+        example_notes.append(notes)
+        return rows
+
     started, loads, rows = time.perf_counter(), [os.getloadavg()[0]], []
     for group in groups:
         rows += group()
@@ -143,7 +184,7 @@ def main() -> int:
     )
     previous = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
     section = gpu_check.gpu_section(previous)
-    atomic_write_text(args.output, text + (f"\n{section}" if section else ""))
+    atomic_write_text(args.output, text + "".join(f"\n{part}" for part in [*example_notes, section] if part))
     print(f"wrote {args.output}")
     return 0
 

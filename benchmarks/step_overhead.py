@@ -141,11 +141,12 @@ def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__} ({torch.get_num_threads()} thread)"
 
 
-def record(path: Path, rows: list[str]) -> None:
-    """Put `rows` into the Markdown table of `path`, replacing rows of the same figure and keeping the others."""
+def record(path: Path, rows: list[str], figure: str = FIGURE) -> None:
+    """Put `rows` into the Markdown table of `path`, replacing rows whose figure starts with `figure` and keeping
+    the others."""
     header = "| figure | value | reference | ratio | goal | machine |\n|---|---|---|---|---|---|\n"
     text = path.read_text() if path.exists() else "# Benchmarks\n\n" + header
-    lines = [line for line in text.splitlines() if not line.startswith(f"| {FIGURE}")]
+    lines = [line for line in text.splitlines() if not line.startswith(f"| {figure}")]
     last_row = max(index for index, line in enumerate(lines) if line.startswith("|"))
     lines[last_row + 1 : last_row + 1] = rows
     atomic_write_text(path, "\n".join(lines) + "\n")

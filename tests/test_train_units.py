@@ -76,6 +76,7 @@ def test_optimizer_settings_reach_the_optimizer():
     config = _config(extra='[optimizer]\nname = "adamw"\n[optimizer.settings.adamw]\nbeta1 = 0.8\nweight_decay = 0.2\n')
     optimizer = build_optimizer(config, [{"params": [torch.nn.Parameter(torch.ones(2))], "lr": 0.1, "name": "unet"}])
     assert optimizer.param_groups[0]["betas"] == (0.8, 0.999) and optimizer.param_groups[0]["weight_decay"] == 0.2
+    assert optimizer.param_groups[0]["fused"] is True  # one kernel; torch's CPU default loops over the parameters
 
 
 def test_missing_optional_package_names_the_pip_extra(monkeypatch: pytest.MonkeyPatch):
@@ -139,6 +140,28 @@ def test_offset_noise_and_noise_come_from_the_generator():
     latents = torch.zeros(2, 4, 8, 8)
     draws = [add_noise(DDPMScheduler(), latents, training, torch.Generator().manual_seed(3)) for _ in range(2)]
     assert all(torch.equal(a, b) for a, b in zip(*draws, strict=True))
+
+
+def test_placed_encoder_casts_pixels_once_and_never_asks_the_vae_its_device_or_dtype(monkeypatch: pytest.MonkeyPatch):
+    import torch
+    from diffusers import AutoencoderKL
+
+    from tui_trainer.devkit.tiny_models import build_tiny_pipeline
+    from tui_trainer.train.loop import encode_latents, placed_encoder
+
+    vae = build_tiny_pipeline("sd15").vae.to(torch.bfloat16)
+    pixels = torch.rand(1, 3, 64, 64) * 2 - 1
+    expected = encode_latents(vae, pixels.to(torch.bfloat16))
+    encode = placed_encoder(encode_latents, vae)
+
+    def walks(self):
+        raise AssertionError("a step looked up the VAE's device or dtype (a walk over every submodule)")
+
+    monkeypatch.setattr(AutoencoderKL, "device", property(walks))
+    monkeypatch.setattr(AutoencoderKL, "dtype", property(walks))
+    latents = encode(pixels)
+    assert latents.dtype == torch.float32 and latents.shape == (1, 4, 8, 8)
+    assert torch.equal(latents, expected)
 
 
 def _item(path: Path, size: tuple[int, int], bucket: tuple[int, int]) -> SimpleNamespace:

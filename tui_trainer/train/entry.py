@@ -43,7 +43,7 @@ from tui_trainer.train.errors import ModelLoadError, TrainError
 from tui_trainer.train.ema import averaged, build_ema
 from tui_trainer.train.families import train_family
 from tui_trainer.train.loading import compute_dtype, input_dtype, load_model
-from tui_trainer.train.loop import image_conditions
+from tui_trainer.train.loop import image_conditions, placed_encoder
 from tui_trainer.train.masks import loss_weights
 from tui_trainer.train.methods import SavedFile, backup_state, method_hook, method_module, restore_state
 from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, part_configs
@@ -236,6 +236,8 @@ class TrainRecipe:
             if name not in trained:
                 self.model.part(name).to(self.device)
         self.model.vae.to(self.device)
+        # pixels -> latents; the VAE's device and dtype are looked up here, once, not at every step
+        self.encode = placed_encoder(self.steps.encode, self.model.vae)
         self.input_dtype = input_dtype(self.config.parts.denoiser.dtype, compute_dtype(self.config))
 
     def _emit_start(self) -> None:
@@ -258,9 +260,8 @@ class TrainRecipe:
         if not self.report.validation_items:
             self.monitor.warning("validation.every is set but no enabled concept has type = \"validation\"; no validation loss")
             return
-        vae = self.model.vae
         self.validation = build_validation_set(
-            self.config, self.report.validation_items, lambda pixels: self.steps.encode(vae, pixels), self.monitor.warning,
+            self.config, self.report.validation_items, self.encode, self.monitor.warning,
             self.mask_source(self.config),
         )
 
@@ -311,7 +312,7 @@ class TrainRecipe:
             self.monitor.line(f"caching latents: {len(variants)} split over {processes.count} processes (progress of this one)")
         # Each process encodes its own share into the shared cache folder, then all read every latent from it.
         bad = fill_latent_cache(
-            cache, variants[processes.rank :: processes.count], lambda pixels: self.steps.encode(vae, pixels),
+            cache, variants[processes.rank :: processes.count], self.encode,
             training.batch_size, lambda done, total, hits: self.monitor.cache_progress("latents", done, total, hits),
             self._skip,
         )
@@ -319,6 +320,7 @@ class TrainRecipe:
         self.bad_paths |= processes.union(bad)
         self.latent_cache = cache
         vae.to("cpu")
+        self.encode = placed_encoder(self.steps.encode, vae)
 
     def _precache_text(self) -> None:
         """Encode every caption up front when captions have no randomness, then move the text encoders off the GPU."""
@@ -411,7 +413,7 @@ class TrainRecipe:
         return trains_text
 
     def _micro_step(self, batch: TrainingBatch, scale: float, sync: bool, trains_text: bool) -> torch.Tensor:
-        latents = batch.latents.to(self.device) if batch.latents is not None else self.steps.encode(self.model.vae, batch.pixels)
+        latents = batch.latents.to(self.device) if batch.latents is not None else self.encode(batch.pixels)
         with contextlib.ExitStack() as stack:
             if not sync:
                 for part in self.parts:

@@ -55,10 +55,25 @@ SNR_WEIGHTS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
 """Min-SNR-gamma loss weights (Hang et al. 2023) per prediction type."""
 
 
+def input_placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of `module`'s first parameter (its input layer's): one step into the parameters, where
+    diffusers' `.device` and `.dtype` walk every submodule."""
+    first = next(module.parameters())
+    return first.device, first.dtype
+
+
+def placed_encoder(encode: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor], autoencoder: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """pixels -> `encode(autoencoder, pixels)`, the pixels moved to the autoencoder's device and dtype, looked up
+    once here (the autoencoder must stay where it is while this is used)."""
+    device, dtype = input_placement(autoencoder)
+    return lambda pixels: encode(autoencoder, pixels.to(device, dtype))
+
+
 def encode_latents(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """Pixels in [-1, 1] -> scaled latents (the distribution's mode: deterministic, as cached)."""
+    """Pixels in [-1, 1], on the VAE's device and dtype -> scaled latents (the distribution's mode: deterministic,
+    as cached)."""
     with torch.no_grad():
-        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
+        latents = vae.encode(pixels).latent_dist.mode()
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     return ((latents - shift) * vae.config.scaling_factor).float()
 

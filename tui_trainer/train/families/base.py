@@ -24,7 +24,8 @@ StepLoss = Callable[..., torch.Tensor]
 """(model, latents, conditioning, training config, generator, input dtype, autocast, extra channels, weights) -> loss;
 loop.denoise_loss is the UNet families' one."""
 Encode = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
-"""(autoencoder, pixels in [-1, 1]) -> latents."""
+"""(autoencoder, pixels in [-1, 1]) -> latents. The trainer hands over pixels already on the autoencoder's device
+and dtype (loop.placed_encoder, resolved once at set-up): an Encode need not look them up each step."""
 LoadAutoencoder = Callable[[Any, TrainConfig, "str | Path | None", torch.dtype], torch.nn.Module]
 """(pipeline, config, config path, dtype) -> the module that turns pixels into latents."""
 SampleDecoder = Callable[[TrainConfig, torch.device, torch.dtype], contextlib.AbstractContextManager[Any]]

@@ -39,9 +39,9 @@ def clip_cascade_conditioning(model: ModelParts, captions: list[str], device: to
 
 
 def encode_features(effnet: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """Pixels in [-1, 1] -> stage C latents (EfficientNet features; they are used unscaled)."""
+    """Pixels in [-1, 1], on the encoder's device and dtype -> stage C latents (EfficientNet features; used unscaled)."""
     with torch.no_grad():
-        return effnet(pixels.to(effnet.device, effnet.dtype)).float()
+        return effnet(pixels).float()
 
 
 def p2_weight(alpha_cumprod: torch.Tensor) -> torch.Tensor:

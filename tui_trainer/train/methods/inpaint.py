@@ -15,7 +15,7 @@ from tui_trainer.config.enums import OutputFormat
 from tui_trainer.config.schema import TrainConfig
 from tui_trainer.models.families import family_spec
 from tui_trainer.train.dataset import TrainingBatch
-from tui_trainer.train.loop import encode_latents
+from tui_trainer.train.loop import encode_latents, input_placement
 from tui_trainer.train.masks import MaskSource
 from tui_trainer.train.methods import SavedFile, TrainablePart, finetune, lora
 from tui_trainer.train.model_parts import ModelParts
@@ -58,7 +58,8 @@ def unet_inputs(model: ModelParts, batch: TrainingBatch, latents: torch.Tensor) 
     masks = (batch.masks >= 0.5).to(latents.device, torch.float32)
     masked = batch.pixels.to(latents.device) * (1 - masks)
     small = F.interpolate(masks, size=latents.shape[-2:])
-    return torch.cat([small, encode_latents(model.vae, masked).to(latents.device)], dim=1)
+    masked_latents = encode_latents(model.vae, masked.to(*input_placement(model.vae)))
+    return torch.cat([small, masked_latents.to(latents.device)], dim=1)
 
 
 def save(
