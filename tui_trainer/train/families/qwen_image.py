@@ -35,9 +35,10 @@ def qwen_image_conditioning(model: ModelParts, captions: list[str], device: torc
 
 
 def qwen_image_encode(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """Pixels in [-1, 1] -> one-frame latents (the distribution's mode), (x - latents_mean) / latents_std, frame axis dropped."""
+    """Pixels in [-1, 1], on the VAE's device and dtype -> one-frame latents (the distribution's mode),
+    (x - latents_mean) / latents_std, frame axis dropped."""
     with torch.no_grad():
-        latents = vae.encode(pixels.unsqueeze(2).to(vae.device, vae.dtype)).latent_dist.mode()[:, :, 0].float()
+        latents = vae.encode(pixels.unsqueeze(2)).latent_dist.mode()[:, :, 0].float()
     mean = torch.tensor(vae.config.latents_mean, device=latents.device).view(1, -1, 1, 1)
     std = torch.tensor(vae.config.latents_std, device=latents.device).view(1, -1, 1, 1)
     return (latents - mean) / std
