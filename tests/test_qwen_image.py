@@ -140,9 +140,7 @@ def test_preset_lora_trains_resumes_exactly_and_changes_the_image(tiny_qwen, tmp
     from safetensors.torch import load_file
 
     from tui_trainer.cli import main
-    from tui_trainer.runs.commands import send_command
-    from tui_trainer.runs.layout import RunDir
-    from tui_trainer.train.monitor import RunMonitor
+    from train_support import stop_and_resume
 
     model, data = tiny_qwen
     straight = _preset_config(tmp_path / "straight", model, data)
@@ -151,20 +149,7 @@ def test_preset_lora_trains_resumes_exactly_and_changes_the_image(tiny_qwen, tmp
     lora = run / "output" / "tiny"
     assert sorted(path.name for path in (run / "samples").iterdir()) == ["step-000002-0.png", "step-000004-0.png"]
 
-    interrupted = _preset_config(tmp_path / "interrupted", model, data)
-    original = RunMonitor.step
-
-    def stop_at_two(self, event, *args, **kwargs):
-        original(self, event, *args, **kwargs)
-        if event.step == 2:
-            send_command(RunDir(self.run.path), "stop")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(RunMonitor, "step", stop_at_two)
-        assert main(["train", str(interrupted)]) == 0
-    (resumed,) = (tmp_path / "interrupted" / "ws" / "runs").iterdir()
-    assert json.loads((resumed / "status.json").read_text())["state"] == "stopped"
-    assert main(["resume", str(resumed)]) == 0
+    resumed = stop_and_resume(_preset_config(tmp_path / "interrupted", model, data), 2)
     expected = load_file(str(lora / "pytorch_lora_weights.safetensors"))
     actual = load_file(str(resumed / "output" / "tiny" / "pytorch_lora_weights.safetensors"))
     assert expected.keys() == actual.keys() and all(expected[key].equal(actual[key]) for key in expected)

@@ -50,3 +50,31 @@ def finish(recipe) -> None:
     """Free what a recipe from `train_in_process` holds and close its run's files."""
     recipe.cleanup()
     recipe.monitor.close()
+
+
+def stop_and_resume(config_path: Path, stop_step: int) -> Path:
+    """Train `config_path` with `tui-trainer train`, stopped by a viewer's stop command after `stop_step`, then
+    `tui-trainer resume` it to the end; returns the run folder (its status said stopped before the resume)."""
+    import json
+
+    import pytest
+
+    from tui_trainer.cli import main
+    from tui_trainer.runs.commands import send_command
+    from tui_trainer.runs.layout import RunDir
+    from tui_trainer.train.monitor import RunMonitor
+
+    original = RunMonitor.step
+
+    def stop_at(self, event, *args, **kwargs):
+        original(self, event, *args, **kwargs)
+        if event.step == stop_step:
+            send_command(RunDir(self.run.path), "stop")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunMonitor, "step", stop_at)
+        assert main(["train", str(config_path)]) == 0
+    (run,) = (config_path.parent / "ws" / "runs").iterdir()
+    assert json.loads((run / "status.json").read_text())["state"] == "stopped"
+    assert main(["resume", str(run)]) == 0
+    return run
