@@ -164,24 +164,13 @@ def test_preset_lora_trains_resumes_exactly_and_changes_the_image(tiny_qwen, tmp
 def test_nf4_base_is_quantized_on_the_cpu_and_lora_wraps_it(preset: str, tiny_qwen, tmp_path: Path):
     """parts.denoiser.dtype = nf4 (both presets; the 16 GB one's text encoder too): every Linear is a bitsandbytes 4-bit
     layer, LoRA trains on top."""
-    import bitsandbytes as bnb
-    import torch
-
-    from train_support import finish, train_in_process
+    from train_support import assert_nf4_with_lora_on_top, finish, train_in_process
 
     model, data = tiny_qwen
     recipe = train_in_process(_preset_config(tmp_path, model, data, preset, max_steps=2))
     try:
-        transformer = recipe.accelerator.unwrap_model(recipe.model.unet)
-        quantized_parts = [transformer] + ([recipe.model.text_encoders["text_encoder"]] if preset != PRESET else [])
-        for part in quantized_parts:
-            quantized = [layer for layer in part.modules() if isinstance(layer, bnb.nn.Linear4bit)]
-            plain = [name for name, layer in part.named_modules() if type(layer) is torch.nn.Linear and "lora_" not in name]
-            assert quantized and not plain
-            assert all(layer.weight.dtype == torch.uint8 for layer in quantized)
-        trained = {name: param for name, param in transformer.named_parameters() if param.requires_grad}
-        assert trained and all("lora_" in name for name in trained)
-        assert any(float(param.detach().abs().max()) > 0 for name, param in trained.items() if "lora_B" in name)
+        text_encoder = [recipe.model.text_encoders["text_encoder"]] if preset != PRESET else []
+        assert_nf4_with_lora_on_top(recipe.accelerator.unwrap_model(recipe.model.unet), *text_encoder)
     finally:
         finish(recipe)
 

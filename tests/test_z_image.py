@@ -139,23 +139,13 @@ def test_preset_lora_trains_resumes_exactly_and_changes_the_image(tiny, tmp_path
 
 def test_nf4_base_and_text_encoder_are_quantized_on_the_cpu_and_lora_wraps_it(tiny, tmp_path: Path):
     """z-image-lora-8gb: every Linear of the transformer and of Qwen3 is a bitsandbytes 4-bit layer; LoRA trains on top."""
-    import bitsandbytes as bnb
-    import torch
-
-    from train_support import finish, train_in_process
+    from train_support import assert_nf4_with_lora_on_top, finish, train_in_process
 
     model, data = tiny
     recipe = train_in_process(_preset_config(tmp_path, "z-image-lora-8gb", model, data))
     try:
         transformer = recipe.accelerator.unwrap_model(recipe.model.unet)
-        for module in (transformer, recipe.model.text_encoders["text_encoder"]):
-            quantized = [layer for layer in module.modules() if isinstance(layer, bnb.nn.Linear4bit)]
-            plain = [name for name, layer in module.named_modules() if type(layer) is torch.nn.Linear and "lora_" not in name]
-            assert quantized and not plain
-            assert all(layer.weight.dtype == torch.uint8 for layer in quantized)
-        trained = {name: param for name, param in transformer.named_parameters() if param.requires_grad}
-        assert trained and all("lora_" in name for name in trained)
-        assert any(float(param.detach().abs().max()) > 0 for name, param in trained.items() if "lora_B" in name)
+        assert_nf4_with_lora_on_top(transformer, recipe.model.text_encoders["text_encoder"])
     finally:
         finish(recipe)
 

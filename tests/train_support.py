@@ -78,3 +78,19 @@ def stop_and_resume(config_path: Path, stop_step: int) -> Path:
     assert json.loads((run / "status.json").read_text())["state"] == "stopped"
     assert main(["resume", str(run)]) == 0
     return run
+
+
+def assert_nf4_with_lora_on_top(transformer, *quantized_parts) -> None:
+    """Every plain Linear of `transformer` and of each other part is a bitsandbytes nf4 layer (uint8 storage), and
+    the transformer trains LoRA weights only, some of them moved off zero."""
+    import bitsandbytes as bnb
+    import torch
+
+    for part in (transformer, *quantized_parts):
+        quantized = [layer for layer in part.modules() if isinstance(layer, bnb.nn.Linear4bit)]
+        plain = [name for name, layer in part.named_modules() if type(layer) is torch.nn.Linear and "lora_" not in name]
+        assert quantized and not plain
+        assert all(layer.weight.dtype == torch.uint8 for layer in quantized)
+    trained = {name: param for name, param in transformer.named_parameters() if param.requires_grad}
+    assert trained and all("lora_" in name for name in trained)
+    assert any(float(param.detach().abs().max()) > 0 for name, param in trained.items() if "lora_B" in name)
