@@ -60,14 +60,17 @@ def test_level_draws_follow_their_distribution(sampling: TimestepSampling):
     assert spread > 0.25 if sampling is TimestepSampling.UNIFORM else spread < 0.25
 
 
-def test_embedding_and_inpaint_are_refused_at_validate_time(tmp_path: Path, capsys):
+@pytest.mark.parametrize(("family", "label"), [
+    ("flux1_dev", "FLUX.1-dev (12B)"), ("z_image", "Z-Image (6B; base and Turbo)"), ("qwen_image", "Qwen-Image (20B)"),
+])
+def test_embedding_and_inpaint_are_refused_at_validate_time(family: str, label: str, tmp_path: Path, capsys):
     from tui_trainer.cli import main
 
     for method in ("embedding", "inpaint"):
         path = tmp_path / f"{method}.toml"
-        path.write_text(f'version = 2\nmethod = "{method}"\n[model]\nfamily = "flux1_dev"\nbase_model = "x/y"\n')
+        path.write_text(f'version = 2\nmethod = "{method}"\n[model]\nfamily = "{family}"\nbase_model = "x/y"\n')
         assert main(["config", "validate", str(path)]) == 2
-        assert f"method: '{method}' is not available for FLUX.1-dev (12B); available: lora, finetune" in capsys.readouterr().err
+        assert f"method: '{method}' is not available for {label}; available: lora, finetune" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

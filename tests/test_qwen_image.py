@@ -218,16 +218,6 @@ def test_cached_text_of_another_length_is_not_reused(tiny_qwen, tmp_path: Path):
     assert sorted(set(cached)) == [32, 48] and cached.count(32) == cached.count(48)
 
 
-def test_embedding_and_inpaint_are_refused_at_validate_time(tmp_path: Path, capsys):
-    from tui_trainer.cli import main
-
-    for method in ("embedding", "inpaint"):
-        path = tmp_path / f"{method}.toml"
-        path.write_text(f'version = 2\nmethod = "{method}"\n[model]\nfamily = "qwen_image"\nbase_model = "x/y"\n')
-        assert main(["config", "validate", str(path)]) == 2
-        assert f"method: '{method}' is not available for Qwen-Image (20B); available: lora, finetune" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_estimate_carries_exact_sizes_every_phase_and_agrees_with_the_comment(preset: str):
     """Exact part sizes, VRAM and RAM for every phase, nf4 at most 0.6 B a parameter, and the comment's 'about N GiB'

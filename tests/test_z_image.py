@@ -63,16 +63,6 @@ def test_velocity_and_timestep_are_the_pipelines(tiny):
     assert not torch.allclose(stepped, wrong_time, atol=1e-3)  # the test tells the timestep conventions apart
 
 
-def test_embedding_and_inpaint_are_refused_at_validate_time(tmp_path: Path, capsys):
-    from tui_trainer.cli import main
-
-    for method in ("embedding", "inpaint"):
-        path = tmp_path / f"{method}.toml"
-        path.write_text(f'version = 2\nmethod = "{method}"\n[model]\nfamily = "z_image"\nbase_model = "x/y"\n')
-        assert main(["config", "validate", str(path)]) == 2
-        assert f"method: '{method}' is not available for Z-Image (6B; base and Turbo); available: lora, finetune" in capsys.readouterr().err
-
-
 def _preset_config(folder: Path, preset: str, model: Path, data: Path) -> Path:
     """A shipped preset pointed at the tiny model and dataset: 64 px, 4 steps at LR 0.01, samples and backups every 2."""
     import tomllib
