@@ -109,11 +109,13 @@ def _apply_fp8(pipeline: Any, dtypes: dict[str, WeightDtype], compute: torch.dty
 
     for part, weight in dtypes.items():
         module = getattr(pipeline, part, None)
-        if weight is WeightDtype.FLOAT8 and module is not None and hasattr(module, "enable_layerwise_casting"):
+        if weight is not WeightDtype.FLOAT8 or module is None:
+            continue
+        if hasattr(module, "enable_layerwise_casting"):
             # A diffusers model's own way also keeps the layers it names precision-sensitive (Z-Image's timestep and
             # caption embedders, which cast their input to their weights' dtype) in the compute dtype.
             module.enable_layerwise_casting(storage_dtype=STORAGE_DTYPES[weight], compute_dtype=compute)
-        elif weight is WeightDtype.FLOAT8 and module is not None:
+        else:
             apply_layerwise_casting(module, storage_dtype=STORAGE_DTYPES[weight], compute_dtype=compute)
 
 
