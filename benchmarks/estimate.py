@@ -29,13 +29,15 @@ def configs() -> dict[str, object]:
     worst = config_to_dict(load_preset("sdxl-lora"))
     worst["training"].update(gradient_checkpointing=False, cache_latents=False, cache_text_encoder_outputs=False,
                              batch_size=4, attention="eager")
-    worst["text_encoder"] = {"train": True}
+    worst["parts"]["text_encoder"] = {**worst["parts"]["text_encoder"], "train": True}
     worst["samples"] = [{"prompt": "a dog"}]
     worst["sampling"] = {"every": 1}
     return {
         "sd15-lora preset": load_preset("sd15-lora"),
         "sdxl-lora preset": load_preset("sdxl-lora"),
         "sdxl-finetune preset": load_preset("sdxl-finetune"),
+        "flux1-dev-lora preset (nf4)": load_preset("flux1-dev-lora"),
+        "qwen-image-lora preset (nf4)": load_preset("qwen-image-lora"),
         "sdxl LoRA, every suggestion applicable": config_from_dict(worst),
     }
 
