@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tui_support import make_app, screen_text, wait_for
-from tui_trainer.config import dump_config, load_config
+from tui_trainer.config import dump_config, load_config, load_preset
 from tui_trainer.tui.screens.editor import EditorScreen
 
 EXPECTED = Path(__file__).parent / "tui_data" / "wizard-sd15-lora.toml"
@@ -55,3 +55,29 @@ async def test_wizard_from_nothing_to_saved_toml(tmp_path: Path, monkeypatch):
     expected = load_config(EXPECTED)
     assert load_config(target) == expected
     assert target.read_text() == dump_config(expected)
+
+
+async def test_the_start_page_offers_every_preset_of_a_family_and_method(tmp_path: Path):
+    """Z-Image LoRA has one preset per GPU class: the page lists them plainest first, shows the chosen one's comment,
+    and the wizard opens on the one picked."""
+    from textual.widgets import Select, Static
+
+    from tui_trainer.tui.screens.start import StartScreen
+
+    app = make_app(tmp_path, None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, StartScreen))
+        screen = app.screen
+        screen.query_one("#family", Select).value = "z_image"
+        await pilot.pause()
+        screen.query_one("#method", Select).value = "lora"
+        await pilot.pause()
+        presets = screen.query_one("#preset", Select)
+        assert [value for _, value in presets._options if value is not Select.BLANK] == [
+            "z-image-lora", "z-image-lora-8gb", "z-image-lora-bf16"]
+        presets.value = "z-image-lora-8gb"
+        await pilot.pause()
+        assert "Targets 8 GB GPUs" in str(screen.query_one("#preset-summary", Static).render())
+        await pilot.press("pagedown")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen.wizard)
+        assert app.screen.document.config == load_preset("z-image-lora-8gb")

@@ -1,4 +1,4 @@
-"""Start page: a new run from a family + method preset (the wizard), or a recent file."""
+"""Start page: a new run from a family + method + preset (the wizard), or a recent file."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from tui_trainer.config import load_preset, preset_names, preset_text
 from tui_trainer.config.enums import Family, Method
 
 
-def preset_index() -> dict[tuple[str, str], str]:
-    """(family, method) -> preset name, for every shipped preset."""
-    index: dict[tuple[str, str], str] = {}
+def preset_index() -> dict[tuple[str, str], list[str]]:
+    """(family, method) -> its shipped presets, the plainest name first (z-image-lora before z-image-lora-8gb): one
+    per GPU class or base precision."""
+    index: dict[tuple[str, str], list[str]] = {}
     for name in preset_names():
         config = load_preset(name)
-        index[(config.model.family.value, config.method.value)] = name
-    return index
+        index.setdefault((config.model.family.value, config.method.value), []).append(name)
+    return {key: sorted(names, key=lambda name: (len(name), name)) for key, names in index.items()}
 
 
 def preset_summary(name: str) -> str:
@@ -36,7 +37,7 @@ def preset_summary(name: str) -> str:
 
 
 class StartScreen(Screen[None]):
-    """Pick family and method, then Enter (or PgDn) starts the wizard; or reopen a recent file."""
+    """Pick family, method and preset, then Enter (or PgDn) starts the wizard; or reopen a recent file."""
 
     BINDINGS = [Binding("pagedown", "start", "Start wizard", id="start_wizard", priority=True)]
 
@@ -72,7 +73,10 @@ class StartScreen(Screen[None]):
                 yield Select([(family, family) for family in families], value=families[0], allow_blank=False,
                              id="family", compact=True)
                 yield Label("Training method")
-                yield Select(self._methods(families[0]), allow_blank=False, id="method", compact=True)
+                methods = self._methods(families[0])
+                yield Select(methods, allow_blank=False, id="method", compact=True)
+                yield Label("Preset")
+                yield Select(self._presets(families[0], methods[0][1]), allow_blank=False, id="preset", compact=True)
                 yield Static("", id="preset-summary")
                 yield Button("Start wizard", id="start-wizard", variant="primary", compact=True)
         yield Footer()
@@ -80,20 +84,24 @@ class StartScreen(Screen[None]):
     def _methods(self, family: str) -> list[tuple[str, str]]:
         return [(m.value, m.value) for m in Method if (family, m.value) in self.presets]
 
+    def _presets(self, family: str, method: str) -> list[tuple[str, str]]:
+        return [(name, name) for name in self.presets[(family, method)]]
+
     @property
     def preset(self) -> str:
-        """The preset for the chosen family and method."""
-        family = str(self.query_one("#family", Select).value)
-        method = str(self.query_one("#method", Select).value)
-        return self.presets[(family, method)]
+        """The chosen preset."""
+        return str(self.query_one("#preset", Select).value)
 
     def on_mount(self) -> None:
         self._show_summary()
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        family = str(self.query_one("#family", Select).value)
         if event.select.id == "family":
-            method = self.query_one("#method", Select)
-            method.set_options(self._methods(str(event.value)))
+            self.query_one("#method", Select).set_options(self._methods(family))
+        if event.select.id in ("family", "method"):
+            method = str(self.query_one("#method", Select).value)
+            self.query_one("#preset", Select).set_options(self._presets(family, method))
         self._show_summary()
 
     def _show_summary(self) -> None:
