@@ -25,6 +25,15 @@ def test_presets_lists_every_preset():
     assert "sdxl-lora" in result.stdout and "sd21-lora" in result.stdout
 
 
+def test_presets_are_listed_in_aligned_columns():
+    """Long names (qwen-image-lora-16gb, pixart_alpha, embedding) keep every column starting at one place."""
+    import re
+
+    lines = run_cli("presets").stdout.splitlines()
+    assert ["qwen-image-lora-16gb", "qwen_image", "lora", "Qwen/Qwen-Image"] in [line.split() for line in lines]
+    assert len({tuple(field.start() for field in re.finditer(r"\S+", line)) for line in lines}) == 1
+
+
 @pytest.mark.parametrize("buffered", [True, False])
 def test_output_into_a_reader_that_stopped_ends_without_a_traceback(buffered: bool):
     """`tui-trainer presets | head -1` once head has exited: the pipe has no reader left."""

@@ -64,9 +64,11 @@ def cmd_presets(args: argparse.Namespace) -> int:
     """List the shipped presets."""
     from tui_trainer.config import load_preset, preset_names
 
-    for name in preset_names():
-        config = load_preset(name)
-        print(f"{name:<18} {config.model.family.value:<6} {config.method.value:<10} {config.model.base_model}")
+    rows = [(name, config.model.family.value, config.method.value, config.model.base_model)
+            for name, config in ((name, load_preset(name)) for name in preset_names())]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for *columns, base_model in rows:
+        print("  ".join([*(value.ljust(width) for value, width in zip(columns, widths, strict=True)), base_model]))
     return EXIT_OK
 
 
