@@ -450,6 +450,28 @@ QWEN_IMAGE_ACTIVATIONS = ActivationProfile(3_160_000, 200_000, (SelfAttentionLev
 QWEN_IMAGE_VAE_PASSES = {"encode_bytes_per_pixel": 1940.0, "decode_bytes_per_pixel": 3470.0}
 """AutoencoderKLQwenImage, bfloat16, no grad, one frame: measured at 128 and 256 px (docs/vram.md)."""
 
+Z_IMAGE_TARGETS = _presets(("to_q", "to_k", "to_v", "to_out.0"), ("w1", "w2", "w3"),
+                           (*(f"{block}.adaLN_modulation.0" for block in range(30)), "all_final_layer.2-1.adaLN_modulation.1",
+                            "all_final_layer.2-1.linear", "all_x_embedder.2-1", "cap_embedder.1"))
+"""ZImageTransformer2DModel: attention, + the SwiGLU feed-forwards, + the adaLN modulations (blocks' and the final
+layer's), the output projection and the image / caption embedders. The blocks' modulation is named with the block number
+(30 main blocks; the refiners' numbers are among them): a bare 'adaLN_modulation.0' would also select the final layer's
+SiLU, which peft refuses."""
+_Z_IMAGE_ATTENTION_MLP = ((3840, 3840, 136), (3840, 10240, 68), (10240, 3840, 34))
+Z_IMAGE_TRANSFORMER = PartSpec(
+    "transformer", PartRole.DENOISER, "diffusers.ZImageTransformer2DModel", 6_154_908_736, 554_048, 4_046_786, "denoiser", 0,
+    Z_IMAGE_TARGETS, _by_preset(((3840, 3840, 136),), _Z_IMAGE_ATTENTION_MLP, tuple(sorted(
+        _Z_IMAGE_ATTENTION_MLP + ((64, 3840, 1), (256, 3840, 1), (256, 15360, 32), (2560, 3840, 1), (3840, 64, 1))))),
+    linear_weight_params=6_153_863_168, title="Transformer",
+)
+"""30 single-stream blocks over image + caption tokens, 2 noise-refiner blocks (image) and 2 context-refiner blocks (text)."""
+QWEN3_4B = PartSpec("text_encoder", PartRole.TEXT_ENCODER, "transformers.Qwen3Model", 4_022_468_096, 196_096, 2_414_976,
+                    "text_encoder", 2560, linear_weight_params=3_633_315_840, trainable=False, title="Text encoder (Qwen3-4B)")
+"""Frozen: ZImagePipeline's LoRA loader reads transformer LoRAs only."""
+Z_IMAGE_ACTIVATIONS = ActivationProfile(2_070_000, 170_000, (SelfAttentionLevel(2, 30, 32),), measured=False)
+"""Derived like FLUX_ACTIVATIONS: about 30 saved 16-bit tensors of width 3840 per token and block, over 30 blocks of image +
+text tokens (512 text tokens at 1024 px) and 2 + 2 refiner blocks; with checkpointing each block's input plus one block
+recomputed, with FLUX's margin. Unmeasured: the GPU check is to measure it."""
 FAMILIES: dict[Family, FamilySpec] = {
     Family.SD15: FamilySpec(
         Family.SD15, "Stable Diffusion 1.5",
@@ -538,6 +560,11 @@ FAMILIES: dict[Family, FamilySpec] = {
         {"transformer": CHROMA_TRANSFORMER, "text_encoder": T5_XXL, "vae": FLUX_VAE},
         **_FLUX_COMMON, own_fields=FLOW_FIELDS, pipeline="ChromaPipeline",
     ),
+    Family.Z_IMAGE: FamilySpec(  # base and Turbo: FLUX.1's VAE, Qwen3-4B's hidden states; the shift from the scheduler
+        Family.Z_IMAGE, "Z-Image (6B; base and Turbo)",
+        {"transformer": Z_IMAGE_TRANSFORMER, "text_encoder": QWEN3_4B, "vae": FLUX_VAE},
+        **_FLUX_COMMON, own_fields=FLOW_FIELDS, pipeline="ZImagePipeline",
+    ),
     Family.QWEN_IMAGE: FamilySpec(
         Family.QWEN_IMAGE, "Qwen-Image (20B)",
         {"transformer": QWEN_IMAGE_TRANSFORMER, "text_encoder": QWEN2_5_VL, "vae": QWEN_IMAGE_VAE},
@@ -546,36 +573,6 @@ FAMILIES: dict[Family, FamilySpec] = {
     ),
 }
 """The family registry."""
-
-Z_IMAGE_TARGETS = _presets(("to_q", "to_k", "to_v", "to_out.0"), ("w1", "w2", "w3"),
-                           (*(f"{block}.adaLN_modulation.0" for block in range(30)), "all_final_layer.2-1.adaLN_modulation.1",
-                            "all_final_layer.2-1.linear", "all_x_embedder.2-1", "cap_embedder.1"))
-"""ZImageTransformer2DModel: attention, + the SwiGLU feed-forwards, + the adaLN modulations (blocks' and the final
-layer's), the output projection and the image / caption embedders. The blocks' modulation is named with the block number
-(30 main blocks; the refiners' numbers are among them): a bare 'adaLN_modulation.0' would also select the final layer's
-SiLU, which peft refuses."""
-_Z_IMAGE_ATTENTION_MLP = ((3840, 3840, 136), (3840, 10240, 68), (10240, 3840, 34))
-Z_IMAGE_TRANSFORMER = PartSpec(
-    "transformer", PartRole.DENOISER, "diffusers.ZImageTransformer2DModel", 6_154_908_736, 554_048, 4_046_786, "denoiser", 0,
-    Z_IMAGE_TARGETS, _by_preset(((3840, 3840, 136),), _Z_IMAGE_ATTENTION_MLP, tuple(sorted(
-        _Z_IMAGE_ATTENTION_MLP + ((64, 3840, 1), (256, 3840, 1), (256, 15360, 32), (2560, 3840, 1), (3840, 64, 1))))),
-    linear_weight_params=6_153_863_168, title="Transformer",
-)
-"""30 single-stream blocks over image + caption tokens, 2 noise-refiner blocks (image) and 2 context-refiner blocks (text)."""
-QWEN3_4B = PartSpec("text_encoder", PartRole.TEXT_ENCODER, "transformers.Qwen3Model", 4_022_468_096, 196_096, 2_414_976,
-                    "text_encoder", 2560, linear_weight_params=3_633_315_840, trainable=False, title="Text encoder (Qwen3-4B)")
-"""Frozen: ZImagePipeline's LoRA loader reads transformer LoRAs only."""
-Z_IMAGE_ACTIVATIONS = ActivationProfile(2_070_000, 170_000, (SelfAttentionLevel(2, 30, 32),), measured=False)
-"""Derived like FLUX_ACTIVATIONS: about 30 saved 16-bit tensors of width 3840 per token and block, over 30 blocks of image +
-text tokens (512 text tokens at 1024 px) and 2 + 2 refiner blocks; with checkpointing each block's input plus one block
-recomputed, with FLUX's margin. Unmeasured: the GPU check is to measure it."""
-FAMILIES[Family.Z_IMAGE] = FamilySpec(
-    Family.Z_IMAGE, "Z-Image (6B; base and Turbo)",
-    {"transformer": Z_IMAGE_TRANSFORMER, "text_encoder": QWEN3_4B, "vae": FLUX_VAE},
-    **_FLUX_COMMON, own_fields=FLOW_FIELDS, pipeline="ZImagePipeline",
-)
-"""Z-Image and Z-Image-Turbo (Tongyi-MAI): FLUX.1's VAE, Qwen3-4B's second-to-last hidden states (512 tokens at most),
-2 x 2 patches; the base model's scheduler gives the shift (Turbo: fixed 3)."""
 
 
 def family_spec(family: Family) -> FamilySpec:
