@@ -15,10 +15,10 @@ from tui_trainer.train.families.stable_cascade import STABLE_CASCADE
 from tui_trainer.train.families.z_image import Z_IMAGE
 
 TRAIN_FAMILIES: dict[Family, TrainFamily] = {
-    family.family: family for family in (SD15, SD2, SDXL, PIXART_ALPHA, STABLE_CASCADE, FLUX1_DEV, FLUX1_SCHNELL, CHROMA, QWEN_IMAGE)
+    family.family: family
+    for family in (SD15, SD2, SDXL, PIXART_ALPHA, STABLE_CASCADE, FLUX1_DEV, FLUX1_SCHNELL, CHROMA, Z_IMAGE, QWEN_IMAGE)
 }
 """Every family the trainer can train."""
-TRAIN_FAMILIES[Family.Z_IMAGE] = Z_IMAGE
 
 
 def train_family(family: Family) -> TrainFamily:
