@@ -165,6 +165,7 @@ def test_commands_sample_backup_save_each_act_within_a_step(interrupted: Path):
 def test_backup_holds_state_and_a_manifest(interrupted: Path, tmp_path: Path):
     import shutil
 
+    from tui_trainer.config import parse_config
     from tui_trainer.train.backup import check_backup, newest_backup
 
     backup = newest_backup(interrupted / "backups")
@@ -175,7 +176,7 @@ def test_backup_holds_state_and_a_manifest(interrupted: Path, tmp_path: Path):
     assert set(state["rng"]) == {"python", "numpy", "torch", "cuda", "generators"}
     assert state["optimizer"]["state"] and state["lr_scheduler"]["last_epoch"] == 12
     assert state["ema"]["optimization_step"] == 12 and len(state["ema"]["shadow_params"]) == len(trainable)
-    assert "[[samples]]" in config_text
+    assert [sample.prompt for sample in parse_config(config_text).samples] == ["red, circle"]
     manifest = json.loads((backup.path / "manifest.json").read_text())
     assert set(manifest["files"]) == {"trainable.safetensors", "state.safetensors", "state.json", "config.toml"}
     tampered = shutil.copytree(backup.path, tmp_path / backup.path.name)

@@ -120,3 +120,24 @@ def test_a_float32_vae_decodes_a_bfloat16_transformers_latents_without_autocast(
     (path,) = make_samples(model, config, tmp_path / "samples", 1, torch.device("cpu"), lambda module: module, contextlib.nullcontext)
     assert Image.open(path).size == (64, 64)
     assert "decode" not in vars(model.vae)
+
+
+def test_a_sample_without_cfg_takes_the_pipelines_own_default():
+    """sample.cfg unset: no guidance argument reaches the pipeline, so each family's own default applies (FLUX.1-dev
+    3.5, SDXL 5, ...), where a fixed 7 would oversaturate FLUX.1-dev's distilled guidance."""
+    import torch
+    from PIL import Image
+
+    from tui_trainer.config.schema import SampleConfig
+    from tui_trainer.train.sampling import generate
+
+    calls = []
+
+    class Pipeline:
+        def __call__(self, **kwargs):
+            calls.append(kwargs)
+            return type("Output", (), {"images": [Image.new("RGB", (64, 64))]})()
+
+    for cfg in (None, 2.5):
+        generate(Pipeline(), SampleConfig(prompt="red", cfg=cfg), (64, 64), torch.device("cpu"), lambda texts: texts)
+    assert "guidance_scale" not in calls[0] and calls[1]["guidance_scale"] == 2.5

@@ -181,8 +181,9 @@ class SampleConfig(Section):
     """Seed of the sample's noise."""
     steps: int = Field(default=20, ge=1, le=500)
     """Denoising steps."""
-    cfg: float = Field(default=7.0, ge=0, le=50)
-    """Classifier-free guidance scale."""
+    cfg: float | None = Field(default=None, ge=0, le=50)
+    """Classifier-free guidance scale (FLUX.1-dev: its distilled guidance); absent = the family pipeline's own default
+    (SD1.5 7.5, SDXL 5, PixArt-alpha 4.5, FLUX.1-dev 3.5, Chroma and Z-Image 5, Qwen-Image 4)."""
     sampler: str = "euler_a"
     """Sampler name (see the config reference for the list)."""
 

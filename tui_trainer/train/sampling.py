@@ -122,14 +122,15 @@ def generate(
 ) -> Any:
     """One PIL image of `sample`; `prompts` turns the prompt into what the text encoders read (the method's captions hook,
     e.g. an embedding's placeholder expanded to its vector tokens); the negative prompt is used as written;
-    `family_inputs` are the family's extra call arguments, `cfg_argument` the call argument sample.cfg goes to. With a
+    `family_inputs` are the family's extra call arguments, `cfg_argument` the call argument sample.cfg goes to
+    (unset: the pipeline's own default). With a
     `decoder` (Stable Cascade) the pipeline's image embeddings go through it, with the prompt as written."""
     generator = torch.Generator(device=device).manual_seed(sample.seed)
     width, height = sample.width or size[0], sample.height or size[1]
     (prompt,) = prompts([sample.prompt])
     output = pipeline(
         prompt=prompt, negative_prompt=sample.negative_prompt, width=width, height=height,
-        num_inference_steps=sample.steps, generator=generator, **{cfg_argument: sample.cfg},
+        num_inference_steps=sample.steps, generator=generator, **({} if sample.cfg is None else {cfg_argument: sample.cfg}),
         **EXTRA_INPUTS.get(type(pipeline).__name__, lambda size: {})((width, height)), **family_inputs((width, height)),
     )
     if decoder is None:
