@@ -94,3 +94,22 @@ def assert_nf4_with_lora_on_top(transformer, *quantized_parts) -> None:
     trained = {name: param for name, param in transformer.named_parameters() if param.requires_grad}
     assert trained and all("lora_" in name for name in trained)
     assert any(float(param.detach().abs().max()) > 0 for name, param in trained.items() if "lora_B" in name)
+
+
+def assert_flow_preset_estimate(name: str, result) -> None:
+    """A flow preset's estimate: VRAM and RAM in every phase (loading and both caches included), an nf4 transformer at
+    most 0.6 bytes a parameter, and the comment's 'about N GiB' within 1 GiB of the total, under its 'Targets N GB'."""
+    import re
+
+    from tui_trainer.config import load_preset, preset_text
+    from tui_trainer.units import GIB
+
+    if load_preset(name).parts.denoiser.dtype.value == "nf4":
+        assert result.parts["transformer"].bytes / result.parts["transformer"].params <= 0.6
+    assert {"loading", "training_step", "text_caching", "latent_caching"} <= set(result.phases)
+    assert all(phase.vram_bytes > 0 and phase.ram_bytes > 0 for phase in result.phases.values())
+    comment = preset_text(name).split("\nversion")[0]
+    about = float(re.search(r"about (\d+) GiB", comment).group(1))
+    target = float(re.search(r"Targets (\d+) GB", comment).group(1))
+    assert abs(result.total_bytes / GIB - about) <= 1.0, (result.total_bytes / GIB, about)
+    assert result.total_bytes / GIB < target
