@@ -7,7 +7,7 @@
 Each check is a shipped preset plus a few overrides (CHECKS), trained for a few steps by our own trainer
 (`TrainRecipe.setup` + `train`, no final save) in its own subprocess with a timeout. The models are the published
 architectures (tui_trainer/models/architectures.py) with random weights, built on the GPU in the dtype each part is
-loaded in (nf4 parts quantized with bitsandbytes as diffusers would): nothing is downloaded; only the trainer's file
+loaded in (nf4 parts through the trainer's own loading.quantize_nf4): nothing is downloaded; only the trainer's file
 loading (`loading._load_pipeline`) is replaced. Every finished run (trainer or bare loop) is appended to the JSON lines
 file at once, so a cut-off keeps what finished; at the end the table goes into docs/benchmarks.md between the GPU check
 markers (`--table-from` rebuilds it from a JSON lines file). A failure (OOM, timeout, missing package) is a row.
@@ -310,28 +310,6 @@ PIPELINES: dict[str, PipelineRecipe] = {
 """diffusers pipeline class, scheduler, tokenizers and extra arguments by Family value."""
 
 
-def quantize_nf4(module: Any, compute: Any) -> Any:
-    """Replace every nn.Linear of `module` by bitsandbytes' nf4 Linear4bit on the weights' device, as diffusers'
-    bitsandbytes_4bit loading (no double quantization, 64-weight blocks) leaves them; returns `module`."""
-    import bitsandbytes
-    import torch
-
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is not torch.nn.Linear:
-                continue
-            weight = child.weight
-            quantized = bitsandbytes.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                                   compute_dtype=compute, compress_statistics=False, quant_type="nf4",
-                                                   device="meta")
-            quantized.weight = bitsandbytes.nn.Params4bit(weight.data.to(compute), requires_grad=False, quant_type="nf4",
-                                                          compress_statistics=False, module=quantized)
-            if child.bias is not None:
-                quantized.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
-            setattr(parent, name, quantized.to(weight.device))
-    return module
-
-
 def keep_fp32_modules(module: Any, dtype: Any) -> None:
     """Upcast the submodules a transformers model keeps in float32 when loaded in `dtype`, as its from_pretrained does
     (`_keep_in_fp32_modules` under float16, `_keep_in_fp32_modules_strict` under float16 and bfloat16)."""
@@ -350,6 +328,8 @@ def build_parts(family: str, device: str, dtypes: dict[str, Any] | None = None, 
     """Each part of `family` built on `device` (random init is fast there) in dtypes[name], one at a time; parts in
     `quantize` become nf4 and stay on `device`, the others move to `park` if given."""
     import torch
+
+    from tui_trainer.train.loading import quantize_nf4
 
     parts = {}
     for index, (name, build) in enumerate(PART_BUILDERS[family].items()):

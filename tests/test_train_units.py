@@ -368,3 +368,21 @@ def test_a_family_without_sampling_warns_once_not_at_every_cadence():
     recipe.sample()
     recipe.sample()
     assert len(warnings) == 1 and warnings[0].startswith("no samples: stage C makes image embeddings")
+
+
+def test_quantize_nf4_replaces_linear_layers():
+    """The trainer's nf4 swap (also the GPU check's): every Linear becomes a 4-bit layer that still computes about the same."""
+    import bitsandbytes
+    import torch
+
+    from tui_trainer.train.loading import quantize_nf4
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64)).to(torch.bfloat16)
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    expected = model(x)
+    quantize_nf4(model, torch.bfloat16)
+    assert all(isinstance(model[i], bitsandbytes.nn.Linear4bit) for i in (0, 2))
+    assert model[0].weight.quant_type == "nf4" and model[0].weight.dtype == torch.uint8
+    error = (model(x) - expected).abs().mean() / expected.abs().mean()
+    assert error < 0.2
