@@ -27,3 +27,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
 def tiny_sd15(tiny_model_dir) -> Path:
     """Path of the tiny SD1.5-architecture diffusers folder."""
     return tiny_model_dir("sd15")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's tests: tiny models run fastest so, and do not fight other processes for the
+    cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

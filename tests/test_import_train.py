@@ -6,22 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from train_support import finish, train_in_process
 
 from tui_trainer.config.importing import import_file
 from tui_trainer.config.io import config_from_dict, config_to_dict, save_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 DATA = Path(__file__).parent / "data" / "import"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_run(document: dict, folder: Path, model: Path, data: Path) -> Path:
