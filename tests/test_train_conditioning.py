@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train_methods import one_thread, preset_config  # noqa: F401  (one_thread: autouse fixture)
+from test_train_methods import preset_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _training(**values):
