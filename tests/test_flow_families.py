@@ -160,6 +160,22 @@ def test_nf4_base_is_quantized_on_the_cpu_and_lora_wraps_it(tiny_flow, tmp_path:
         finish(recipe)
 
 
+def test_a_run_frees_its_text_encoders_after_caching_and_still_samples(tiny_flow, tmp_path: Path):
+    """The preset caches text outputs: after caching the recipe holds no text encoder, and the samples of steps 2 and
+    4 are written from the prompt embeddings encoded before."""
+    from train_support import finish, train_in_process
+
+    model, data = tiny_flow(Family.FLUX1_DEV)
+    recipe = train_in_process(_preset_config(tmp_path, Family.FLUX1_DEV, model, data))
+    try:
+        assert recipe.model.text_encoders == {}
+        assert recipe.model.freed_text_encoders == ("text_encoder", "text_encoder_2")
+        assert sorted(path.name for path in recipe.run.samples_dir.iterdir()) == ["step-000002-0.png", "step-000004-0.png"]
+        assert "text encoders freed" in recipe.run.log_file.read_text()
+    finally:
+        finish(recipe)
+
+
 FLOW_PRESETS = ("flux1-dev-lora", "flux1-dev-lora-fp8", "flux1-schnell-lora", "chroma-lora", "flux1-dev-finetune")
 
 

@@ -161,11 +161,11 @@ def test_preset_lora_trains_resumes_exactly_and_changes_the_image(tiny_qwen, tmp
 @pytest.mark.parametrize("preset", PRESETS)
 def test_nf4_base_is_quantized_on_the_cpu_and_lora_wraps_it(preset: str, tiny_qwen, tmp_path: Path):
     """parts.denoiser.dtype = nf4 (both presets; the 16 GB one's text encoder too): every Linear is a bitsandbytes 4-bit
-    layer, LoRA trains on top."""
+    layer, LoRA trains on top. (Without the text cache, so the text encoder is not freed after caching.)"""
     from train_support import assert_nf4_with_lora_on_top, finish, train_in_process
 
     model, data = tiny_qwen
-    recipe = train_in_process(_preset_config(tmp_path, model, data, preset, max_steps=2))
+    recipe = train_in_process(_preset_config(tmp_path, model, data, preset, max_steps=2, cache_text_encoder_outputs=False))
     try:
         text_encoder = [recipe.model.text_encoders["text_encoder"]] if preset != PRESET else []
         assert_nf4_with_lora_on_top(recipe.accelerator.unwrap_model(recipe.model.unet), *text_encoder)
@@ -271,7 +271,7 @@ def test_samples_pass_cfg_as_true_cfg_scale():
 
     from tui_trainer.config.schema import SampleConfig
     from tui_trainer.train.families import train_family
-    from tui_trainer.train.sampling import generate
+    from tui_trainer.train.sampling import generate, prompt_inputs
 
     calls = []
 
@@ -282,7 +282,7 @@ def test_samples_pass_cfg_as_true_cfg_scale():
 
     family = train_family(Family.QWEN_IMAGE)
     sample = SampleConfig(prompt=PROMPT, cfg=4.5)
-    generate(Pipeline(), sample, (64, 64), torch.device("cpu"), lambda texts: texts, None, family.sample_inputs,
-             family.cfg_argument)
+    generate(Pipeline(), sample, (64, 64), torch.device("cpu"), prompt_inputs(sample, lambda texts: texts), None,
+             family.sample_inputs, family.cfg_argument)
     assert calls[0]["true_cfg_scale"] == 4.5 and "guidance_scale" not in calls[0]
     assert calls[0]["negative_prompt"] == ""  # not None: the pipeline runs true CFG when cfg > 1

@@ -129,7 +129,7 @@ def test_a_sample_without_cfg_takes_the_pipelines_own_default():
     from PIL import Image
 
     from tui_trainer.config.schema import SampleConfig
-    from tui_trainer.train.sampling import generate
+    from tui_trainer.train.sampling import generate, prompt_inputs
 
     calls = []
 
@@ -139,5 +139,6 @@ def test_a_sample_without_cfg_takes_the_pipelines_own_default():
             return type("Output", (), {"images": [Image.new("RGB", (64, 64))]})()
 
     for cfg in (None, 2.5):
-        generate(Pipeline(), SampleConfig(prompt="red", cfg=cfg), (64, 64), torch.device("cpu"), lambda texts: texts)
+        sample = SampleConfig(prompt="red", cfg=cfg)
+        generate(Pipeline(), sample, (64, 64), torch.device("cpu"), prompt_inputs(sample, lambda texts: texts))
     assert "guidance_scale" not in calls[0] and calls[1]["guidance_scale"] == 2.5

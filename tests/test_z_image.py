@@ -61,7 +61,7 @@ def test_velocity_and_timestep_are_the_pipelines(tiny):
     assert not torch.allclose(stepped, wrong_time, atol=1e-3)  # the test tells the timestep conventions apart
 
 
-def _preset_config(folder: Path, preset: str, model: Path, data: Path) -> Path:
+def _preset_config(folder: Path, preset: str, model: Path, data: Path, **training) -> Path:
     """A shipped preset pointed at the tiny model and dataset: 64 px, 4 steps at LR 0.01, samples and backups every 2."""
     import tomllib
 
@@ -72,7 +72,7 @@ def _preset_config(folder: Path, preset: str, model: Path, data: Path) -> Path:
     document["model"].update(base_model=str(model), train_dtype="float32")
     document["workspace"].update(dir=str(folder / "ws"), run_name="tiny")
     document["training"].update(resolution="64", batch_size=2, max_steps=4, seed=5, dataloader_workers=0,
-                                tensorboard=False, gradient_checkpointing=False)
+                                tensorboard=False, gradient_checkpointing=False, **training)
     document["optimizer"]["learning_rate"] = 0.01
     document["concepts"] = [{"name": "shapes", "path": str(data)}]
     document["samples"] = [{"prompt": "red, circle", "steps": 2, "cfg": 0.0, "width": 64, "height": 64}]
@@ -126,11 +126,12 @@ def test_preset_lora_trains_resumes_exactly_and_changes_the_image(tiny, tmp_path
 
 
 def test_nf4_base_and_text_encoder_are_quantized_on_the_cpu_and_lora_wraps_it(tiny, tmp_path: Path):
-    """z-image-lora-8gb: every Linear of the transformer and of Qwen3 is a bitsandbytes 4-bit layer; LoRA trains on top."""
+    """z-image-lora-8gb: every Linear of the transformer and of Qwen3 is a bitsandbytes 4-bit layer; LoRA trains on top.
+    (Without the text cache, so Qwen3 is not freed after caching.)"""
     from train_support import assert_nf4_with_lora_on_top, finish, train_in_process
 
     model, data = tiny
-    recipe = train_in_process(_preset_config(tmp_path, "z-image-lora-8gb", model, data))
+    recipe = train_in_process(_preset_config(tmp_path, "z-image-lora-8gb", model, data, cache_text_encoder_outputs=False))
     try:
         transformer = recipe.accelerator.unwrap_model(recipe.model.unet)
         assert_nf4_with_lora_on_top(transformer, recipe.model.text_encoders["text_encoder"])

@@ -22,7 +22,9 @@ from tui_trainer.config.enums import (
 )
 from tui_trainer.config.schema import TrainConfig, parse_resolution
 from tui_trainer.estimate.gpu import GpuInfo
-from tui_trainer.models.families import BNB_MIN_8BIT_NUMEL, FamilySpec, PartRole, PartSpec, TensorShape, spec_for_model
+from tui_trainer.models.families import (
+    BNB_MIN_8BIT_NUMEL, FamilySpec, PartRole, PartSpec, TensorShape, frees_text_encoders, spec_for_model,
+)
 from tui_trainer.units import GIB
 
 BREAKDOWN_KEYS = ("weights", "trainable", "gradients", "optimizer", "activations", "caches", "overhead")
@@ -236,6 +238,14 @@ class Plan(NamedTuple):
     """Sample (width, height) when sampling happens during the run; empty = no sampling."""
     validation_batch: int = 0
     """Images per validation forward pass (no gradients) when validation loss is measured; 0 = none."""
+    captions_vary: bool = False
+    """Some concept shuffles or drops tags or captions (then text outputs are cached as they come)."""
+
+    @property
+    def frees_text(self) -> bool:
+        """The text encoders are freed once their outputs are cached (models.families.frees_text_encoders)."""
+        return frees_text_encoders(self.spec, self.method, self.cache_text, self.captions_vary,
+                                   any(self.trains[part.name] for part in self.spec.text_encoders))
 
 
 def largest_size(resolution: str) -> tuple[int, int]:
@@ -288,6 +298,7 @@ def plan_from_config(
         sample_sizes=samples,
         validation_batch=batch if config.validation.every and any(
             concept.enabled and concept.type is ConceptType.VALIDATION for concept in config.concepts) else 0,
+        captions_vary=any(c.shuffle_tags or c.tag_dropout or c.caption_dropout for c in config.concepts),
     )
 
 
@@ -393,8 +404,8 @@ def _phases(plan: Plan) -> tuple[dict[str, PhaseMemory], dict[str, int], dict[st
     """(VRAM and RAM per phase, training-step breakdown, (bytes, resident) per part).
 
     The trainer's order: every part is read into RAM (loading); the parts that do not train go to the GPU while
-    the trained ones wait in RAM; text outputs are cached and the text encoders go back to RAM, then latents are
-    cached and the autoencoder goes back too; then the steps."""
+    the trained ones wait in RAM; text outputs are cached and the text encoders go back to RAM (or are freed: see
+    Plan.frees_text), then latents are cached and the autoencoder goes back too; then the steps."""
     trained = _trainables(plan)
     state = SGD_WITH_MOMENTUM if plan.optimizer is OptimizerName.SGD and plan.sgd_momentum else OPTIMIZER_STATES[plan.optimizer]
     parts: dict[str, tuple[int, bool]] = {}
@@ -422,7 +433,9 @@ def _phases(plan: Plan) -> tuple[dict[str, PhaseMemory], dict[str, int], dict[st
         encode = _autoencoder_pass_bytes(plan, plan.width, plan.height, plan.spec.encode_bytes_per_pixel)
         breakdown["activations"] = max(activations, encode * plan.batch_size)
     breakdown["overhead"] = round(CUDA_CONTEXT_BYTES + ALLOCATOR_SLACK * (breakdown["activations"] + trainable))
-    off_gpu = sum(size for size, resident in parts.values() if not resident)
+    freed = {part.name for part in plan.spec.text_encoders} if plan.frees_text else set()
+    # After text caching: parts off the GPU wait in RAM (and come to the GPU for samples), freed text encoders are gone.
+    off_gpu = sum(size for name, (size, resident) in parts.items() if not resident and name not in freed)
     # Parts that train wait in RAM until the optimizer is set up; the others are on the GPU for the caches.
     waiting = sum(parts[name][0] for name in trained if name in parts)
     caching_gpu = sum(size for name, (size, _) in parts.items() if name not in trained)
@@ -438,7 +451,7 @@ def _phases(plan: Plan) -> tuple[dict[str, PhaseMemory], dict[str, int], dict[st
     if plan.cache_latents:
         encode = _autoencoder_pass_bytes(plan, plan.width, plan.height, plan.spec.encode_bytes_per_pixel)
         phases["latent_caching"] = PhaseMemory(round(caching_gpu - parked + encode + CUDA_CONTEXT_BYTES),
-                                               PROCESS_RAM_BYTES + waiting + parked)
+                                               PROCESS_RAM_BYTES + waiting + (0 if freed else parked))
     if plan.sample_sizes:
         held = frozen_weights + trainable + optimizer + CUDA_CONTEXT_BYTES
         profile = plan.spec.activations

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from tui_trainer.config.enums import Family, LoraTargets, LoraType, Method, PredictionType
+from tui_trainer.config.schema import TrainConfig
 
 BNB_MIN_8BIT_NUMEL = 4096
 """bitsandbytes keeps 32-bit optimizer state for tensors with fewer elements than this."""
@@ -203,6 +204,9 @@ class FamilySpec:
     """The training methods it has (validation refuses the others)."""
     pipeline: str = ""
     """The diffusers pipeline class of its base models (for messages and docs)."""
+    frees_cached_text_encoders: bool = False
+    """Once text outputs are cached, the text encoders are freed: the samples' prompts are encoded with the captions
+    (flow families, whose T5 / Qwen encoders are many GB); otherwise they wait in RAM for the samples."""
 
     @property
     def denoiser(self) -> PartSpec:
@@ -419,7 +423,7 @@ LORA_AND_FINETUNE = (Method.LORA, Method.FINETUNE)
 _FLUX_COMMON = {
     "default_resolution": 1024, "latent_downscale": 8, "latent_channels": 16, "bucket_step": 16,
     "prediction_type": PredictionType.FLOW, "vae_scaling_factor": 0.3611, "text_tokens": 512,
-    "activations": FLUX_ACTIVATIONS, "methods": LORA_AND_FINETUNE, **_SD_VAE_PASSES,
+    "activations": FLUX_ACTIVATIONS, "methods": LORA_AND_FINETUNE, "frees_cached_text_encoders": True, **_SD_VAE_PASSES,
 }
 """FLUX.1 and Chroma: 16-channel latents packed 2 x 2 into tokens (buckets step 16 px), T5 512 tokens."""
 
@@ -582,6 +586,23 @@ def family_spec(family: Family) -> FamilySpec:
 
 FAMILY_ONLY_FIELDS = frozenset(key for spec in FAMILIES.values() for key in spec.own_fields)
 """Config keys that mean something only for some families."""
+
+
+def frees_text_encoders(spec: FamilySpec, method: Method, cached: bool, captions_vary: bool, text_trains: bool) -> bool:
+    """Whether a run frees its text encoders after caching their outputs: the family does so (its samples' prompts
+    are cached too), outputs are `cached`, no caption changes between epochs (then every caption is encoded up front),
+    no text encoder trains, and the method writes no text encoder (LoRA; a finetune saves the whole model)."""
+    return spec.frees_cached_text_encoders and cached and not captions_vary and not text_trains and method is Method.LORA
+
+
+def config_frees_text_encoders(config: TrainConfig) -> bool:
+    """frees_text_encoders for a config."""
+    spec = family_spec(config.model.family)
+    return frees_text_encoders(
+        spec, config.method, config.training.cache_text_encoder_outputs,
+        any(c.shuffle_tags or c.tag_dropout or c.caption_dropout for c in config.concepts),
+        any(part.trainable and getattr(config.parts, part.config_section).train for part in spec.text_encoders if part.config_section),
+    )
 
 
 def field_applies(family: Family, key: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import math
 import os
@@ -26,6 +27,7 @@ import torch
 
 from tui_trainer.atomic import atomic_write_text
 from tui_trainer.config import TrainConfig, dump_config, parse_config, resolve_path, with_absolute_paths
+from tui_trainer.models.families import config_frees_text_encoders
 from tui_trainer.models.problems import load_checked_config
 from tui_trainer.data import build_report, plan_epoch, read_captions
 from tui_trainer.data.report import cache_dir_of
@@ -51,7 +53,7 @@ from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer, chai
 from tui_trainer.train.notify import notifier_for
 from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, build_optimizer
 from tui_trainer.train.resume import config_changes, dataset_fingerprint, plan_paths
-from tui_trainer.train.sampling import make_samples, sampling_problem
+from tui_trainer.train.sampling import encode_sample_prompts, make_samples, sampling_problem
 from tui_trainer.train.saving import kohya_metadata
 from tui_trainer.train.validation import ValidationBatch, build_validation_set, evaluating, measure, validation_due
 from tui_trainer.train.wandb_logger import WandbLogger
@@ -127,6 +129,8 @@ class TrainRecipe:
         self.active: dict[str, bool] = {}
         self.latent_cache: LatentCache | None = None
         self.text_cache: TextCache | None = None
+        self.sample_texts: list[dict[str, Any]] | None = None
+        """The samples' prompt arguments, encoded before the text encoders were freed (None: the pipeline encodes)."""
         self.ema: Any = None
         self.started_at = time.time()
         self.cache_dir = cache_dir_of(config, config_path)
@@ -323,7 +327,8 @@ class TrainRecipe:
         self.encode = placed_encoder(self.steps.encode, vae)
 
     def _precache_text(self) -> None:
-        """Encode every caption up front when captions have no randomness, then move the text encoders off the GPU."""
+        """Encode every caption up front when captions have no randomness, then free the text encoders where the family
+        can (models.families.frees_text_encoders) or move them off the GPU."""
         concepts = self.config.concepts
         if any(c.shuffle_tags or c.tag_dropout or c.caption_dropout for c in concepts):
             return
@@ -334,9 +339,31 @@ class TrainRecipe:
             self.text_cache.get(captions[start : start + step])
             done = min(start + step, len(captions))
             self.monitor.cache_progress("text", done, len(captions), 0)
+        self.text_cache.encode = None
+        if config_frees_text_encoders(self.config) and self._encode_sample_prompts():
+            self.model.free_text_encoders()
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.monitor.line("text encoders freed: the captions' and the samples' text outputs are cached")
+            return
         for module in self.model.text_encoders.values():
             module.to("cpu")
-        self.text_cache.encode = None
+
+    def _encode_sample_prompts(self) -> bool:
+        """The samples' prompt arguments made now, while the text encoders are loaded; False (keep them) if that fails."""
+        if not self.config.samples or sampling_problem(self.config):
+            return True
+        try:
+            self.sample_texts = encode_sample_prompts(
+                self.model, self.config, self.device, self.accelerator.autocast, lambda texts: self.captions(self.config, texts),
+            )
+        except Exception as error:  # samples are a convenience: keep the encoders for them rather than end the run
+            self.monitor.line(traceback.format_exc().rstrip())
+            self.monitor.warning(f"the samples' prompts could not be encoded ahead ({type(error).__name__}: {error}); "
+                                 "the text encoders stay in RAM for the samples")
+            return False
+        return True
 
     def _setup_optimizer(self) -> None:
         groups = [{"params": part.params, "lr": part.learning_rate, "name": part.name} for part in self.parts]
@@ -592,6 +619,7 @@ class TrainRecipe:
                 paths = make_samples(
                     self.model, self.config, self.run.samples_dir, self.global_step, self.device,
                     self.accelerator.unwrap_model, self.accelerator.autocast, lambda texts: self.captions(self.config, texts),
+                    self.sample_texts,
                 )
         except OSError as error:
             raise TrainError(f"writing samples failed: {error}", "free disk space, then resume from the last backup") from error

@@ -43,11 +43,18 @@ class ModelParts:
     """The base model's own sampling scheduler (saved with full models)."""
     pipeline_names: dict[str, str | None] = field(default_factory=dict)
     """Pipeline component name of a part where it differs (unet -> transformer / prior; None = not a component)."""
+    freed_text_encoders: tuple[str, ...] = ()
+    """Text encoders freed after their outputs were cached: pipelines get None for them."""
 
-    def pipeline_components(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
-        """Parts by trainer name -> the pipeline constructor's keyword arguments."""
+    def pipeline_components(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module | None]:
+        """Parts by trainer name -> the pipeline constructor's keyword arguments (None for a freed text encoder)."""
         named = {self.pipeline_names.get(name, name): module for name, module in modules.items()}
-        return {name: module for name, module in named.items() if name is not None}
+        return {name: None for name in self.freed_text_encoders} | {name: module for name, module in named.items() if name is not None}
+
+    def free_text_encoders(self) -> None:
+        """Drop the text encoders (the caller keeps no other reference): what they make is cached from here on."""
+        self.freed_text_encoders = tuple(self.text_encoders)
+        self.text_encoders = {}
 
     def part(self, name: str) -> torch.nn.Module:
         """A model part by name: unet, vae, text_encoder or text_encoder_2."""

@@ -2,7 +2,9 @@
 
 Sampling never moves the training RNG streams: each image has its own seeded generator, and the global RNG
 states are put back afterwards. Parts are switched to eval and back, parts parked on the CPU come to the
-device only for the sampling, and the pipeline is freed before training goes on.
+device only for the sampling, and the pipeline is freed before training goes on. Where the text encoders were freed
+after caching (flow families), the samples' prompts were encoded ahead by encode_sample_prompts and the pipeline gets
+their embeddings.
 
 A family whose pipeline does not make images itself (Stable Cascade's stage C) has a sample decoder that turns its
 output into images; it then samples with the model's own scheduler (sample.sampler does not apply).
@@ -115,21 +117,31 @@ def build_pipeline(model: ModelParts, unwrap: Callable[[torch.nn.Module], torch.
     return pipeline
 
 
+def sample_size(sample: SampleConfig, size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of `sample`, `size` where it sets none."""
+    return sample.width or size[0], sample.height or size[1]
+
+
+def prompt_inputs(sample: SampleConfig, prompts: Callable[[list[str]], list[str]]) -> dict[str, Any]:
+    """The sampling call's prompt arguments: the prompt as `prompts` turns it into what the text encoders read (the
+    method's captions hook, e.g. an embedding's placeholder expanded to its vector tokens), the negative one as written."""
+    (prompt,) = prompts([sample.prompt])
+    return {"prompt": prompt, "negative_prompt": sample.negative_prompt}
+
+
 def generate(
-    pipeline: Any, sample: SampleConfig, size: tuple[int, int], device: torch.device, prompts: Callable[[list[str]], list[str]],
+    pipeline: Any, sample: SampleConfig, size: tuple[int, int], device: torch.device, text: dict[str, Any],
     decoder: Any = None, family_inputs: Callable[[tuple[int, int]], dict[str, Any]] = lambda size: {},
     cfg_argument: str = "guidance_scale",
 ) -> Any:
-    """One PIL image of `sample`; `prompts` turns the prompt into what the text encoders read (the method's captions hook,
-    e.g. an embedding's placeholder expanded to its vector tokens); the negative prompt is used as written;
-    `family_inputs` are the family's extra call arguments, `cfg_argument` the call argument sample.cfg goes to
-    (unset: the pipeline's own default). With a
-    `decoder` (Stable Cascade) the pipeline's image embeddings go through it, with the prompt as written."""
+    """One PIL image of `sample`; `text` are the call's prompt arguments (prompt_inputs, or prompt embeddings made ahead
+    by the family's sample_text); `family_inputs` are the family's extra call arguments, `cfg_argument` the call argument
+    sample.cfg goes to (unset: the pipeline's own default). With a `decoder` (Stable Cascade) the pipeline's image
+    embeddings go through it, with the prompt as written."""
     generator = torch.Generator(device=device).manual_seed(sample.seed)
-    width, height = sample.width or size[0], sample.height or size[1]
-    (prompt,) = prompts([sample.prompt])
+    width, height = sample_size(sample, size)
     output = pipeline(
-        prompt=prompt, negative_prompt=sample.negative_prompt, width=width, height=height,
+        **text, width=width, height=height,
         num_inference_steps=sample.steps, generator=generator, **({} if sample.cfg is None else {cfg_argument: sample.cfg}),
         **EXTRA_INPUTS.get(type(pipeline).__name__, lambda size: {})((width, height)), **family_inputs((width, height)),
     )
@@ -143,12 +155,36 @@ def generate(
     return image.resize((width, height), Image.Resampling.LANCZOS)
 
 
+def encode_sample_prompts(
+    model: ModelParts, config: TrainConfig, device: torch.device, autocast: Callable[[], Any],
+    prompts: Callable[[list[str]], list[str]] = lambda texts: texts,
+) -> list[dict[str, Any]]:
+    """Every configured sample's prompt arguments, encoded now by the family's sample_text with the text encoders on
+    `device` (they can be freed afterwards); kept on the CPU until a sampling needs them."""
+    family, size = train_family(model.family), default_size(config)
+    texts = []
+    with torch.no_grad(), autocast():
+        for sample in config.samples:
+            (prompt,) = prompts([sample.prompt])
+            encoded = family.sample_text(model, prompt, sample.negative_prompt, device, family.sample_inputs(sample_size(sample, size)))
+            texts.append({name: _moved(value, torch.device("cpu")) for name, value in encoded.items()})
+    return texts
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    """A tensor, a list of tensors (Z-Image's per-prompt embeddings) or None, on `device`."""
+    if isinstance(value, list):
+        return [_moved(item, device) for item in value]
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
 def make_samples(
     model: ModelParts, config: TrainConfig, folder: Path, step: int, device: torch.device,
     unwrap: Callable[[torch.nn.Module], torch.nn.Module], autocast: Callable[[], Any],
-    prompts: Callable[[list[str]], list[str]] = lambda texts: texts,
+    prompts: Callable[[list[str]], list[str]] = lambda texts: texts, texts: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write every configured sample of `step` into `folder` as PNG; returns the paths in sample order."""
+    """Write every configured sample of `step` into `folder` as PNG; returns the paths in sample order. `texts` are the
+    samples' prompt arguments made ahead (encode_sample_prompts); without them the pipeline encodes the prompts."""
     modules = [model.vae, unwrap(model.unet), *(unwrap(module) for module in model.text_encoders.values())]
     size = default_size(config)
     paths = []
@@ -162,7 +198,8 @@ def make_samples(
                 base = model.scheduler if family.samples_with_own_scheduler else model.noise_scheduler
                 scheduler = type(base).from_config(base.config)
             pipeline = build_pipeline(model, unwrap, scheduler)
-            image = generate(pipeline, sample, size, device, prompts, decoder, family.sample_inputs, family.cfg_argument)
+            text = prompt_inputs(sample, prompts) if texts is None else {name: _moved(value, device) for name, value in texts[index].items()}
+            image = generate(pipeline, sample, size, device, text, decoder, family.sample_inputs, family.cfg_argument)
             del pipeline
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")

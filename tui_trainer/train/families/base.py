@@ -28,6 +28,9 @@ Encode = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 and dtype (loop.placed_encoder, resolved once at set-up): an Encode need not look them up each step."""
 LoadAutoencoder = Callable[[Any, TrainConfig, "str | Path | None", torch.dtype], torch.nn.Module]
 """(pipeline, config, config path, dtype) -> the module that turns pixels into latents."""
+SampleText = Callable[[ModelParts, str, str, torch.device, dict[str, Any]], dict[str, Any]]
+"""(model, prompt, negative prompt, device, the family's sample call arguments) -> the sampling call's prompt-embedding
+arguments, made by the pipeline's own encode_prompt as its call would make them."""
 SampleDecoder = Callable[[TrainConfig, torch.device, torch.dtype], contextlib.AbstractContextManager[Any]]
 """(config, device, dtype) -> a context giving the pipeline that turns the sampling pipeline's output into images."""
 
@@ -121,6 +124,9 @@ class TrainFamily:
     """Samples use the base model's own scheduler (flow matching: FlowMatchEulerDiscrete); sample.sampler does not apply."""
     cfg_argument: str = "guidance_scale"
     """The sampling pipeline's call argument that takes sample.cfg (Qwen-Image: true_cfg_scale)."""
+    sample_text: SampleText | None = None
+    """Encodes a sample's prompts ahead, so the text encoders can be freed after caching (the family's FamilySpec says
+    frees_cached_text_encoders); None = the sampling pipeline reads the prompts with the text encoders."""
 
 
 def clip_conditioning(model: ModelParts, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ import torch
 from tui_trainer.config.enums import Family
 from tui_trainer.config.schema import TrainingConfig
 from tui_trainer.train.families.base import SavingFacts, TrainFamily
-from tui_trainer.train.families.flow import RectifiedFlow, flow_loss, image_tokens, text_pipeline
+from tui_trainer.train.families.flow import RectifiedFlow, flow_loss, image_tokens, sample_length, text_pipeline
 from tui_trainer.train.loop import encode_latents
 from tui_trainer.train.model_parts import ModelParts
 
@@ -22,6 +22,20 @@ def chroma_conditioning(model: ModelParts, captions: list[str], device: torch.de
         captions, device=device, do_classifier_free_guidance=False, max_sequence_length=model.noise_scheduler.max_sequence_length,
     )
     return {"encoder_hidden_states": states, "text_mask": mask}
+
+
+def chroma_sample_text(
+    model: ModelParts, prompt: str, negative_prompt: str, device: torch.device, inputs: dict[str, Any],
+) -> dict[str, Any]:
+    """ChromaPipeline's prompt embeddings and masks of a sample's prompt and negative prompt."""
+    from diffusers import ChromaPipeline
+
+    states, _, mask, negative, _, negative_mask = text_pipeline(ChromaPipeline, model).encode_prompt(
+        prompt, negative_prompt=negative_prompt, device=device, do_classifier_free_guidance=True,
+        max_sequence_length=sample_length(ChromaPipeline, inputs),
+    )
+    return {"prompt_embeds": states, "prompt_attention_mask": mask,
+            "negative_prompt_embeds": negative, "negative_prompt_attention_mask": negative_mask}
 
 
 def chroma_loss(
@@ -46,4 +60,5 @@ CHROMA = TrainFamily(
     saving=SavingFacts("chroma", "chroma"),
     pipeline_names={"unet": "transformer"},
     samples_with_own_scheduler=True,
+    sample_text=chroma_sample_text,
 )

@@ -8,6 +8,7 @@ draws the same ones), then shifted as the base model's scheduler shifts them whe
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -122,3 +123,9 @@ def flow_loss(
 def text_pipeline(pipeline_class: type, model: ModelParts) -> Any:
     """The family's pipeline with only its text encoders and tokenizers, for its own encode_prompt."""
     return pipeline_class(scheduler=None, vae=None, transformer=None, **model.text_encoders, **model.tokenizers)
+
+
+def sample_length(pipeline_class: type, inputs: dict[str, Any]) -> int:
+    """The text length a sampling call reads: the family's sample argument, else the pipeline call's own default."""
+    default = inspect.signature(pipeline_class.__call__).parameters["max_sequence_length"].default
+    return inputs.get("max_sequence_length", default)

@@ -9,7 +9,7 @@ import torch
 from tui_trainer.config.enums import Family
 from tui_trainer.config.schema import TrainingConfig
 from tui_trainer.train.families.base import SavingFacts, TrainFamily
-from tui_trainer.train.families.flow import RectifiedFlow, flow_loss, text_pipeline
+from tui_trainer.train.families.flow import RectifiedFlow, flow_loss, sample_length, text_pipeline
 from tui_trainer.train.loop import encode_latents
 from tui_trainer.train.model_parts import ModelParts
 
@@ -22,6 +22,20 @@ def flux_conditioning(model: ModelParts, captions: list[str], device: torch.devi
         captions, prompt_2=None, device=device, max_sequence_length=model.noise_scheduler.max_sequence_length,
     )
     return {"encoder_hidden_states": states, "pooled_projections": pooled}
+
+
+def flux_sample_text(
+    model: ModelParts, prompt: str, negative_prompt: str, device: torch.device, inputs: dict[str, Any],
+) -> dict[str, Any]:
+    """FluxPipeline's prompt embeddings of a sample: T5's states and CLIP's pooled output of both prompts (the negative
+    one counts only with true_cfg_scale > 1, as in the call itself)."""
+    from diffusers import FluxPipeline
+
+    pipeline, length = text_pipeline(FluxPipeline, model), sample_length(FluxPipeline, inputs)
+    states, pooled, _ = pipeline.encode_prompt(prompt, prompt_2=None, device=device, max_sequence_length=length)
+    negative, negative_pooled, _ = pipeline.encode_prompt(negative_prompt, prompt_2=None, device=device, max_sequence_length=length)
+    return {"prompt_embeds": states, "pooled_prompt_embeds": pooled,
+            "negative_prompt_embeds": negative, "negative_pooled_prompt_embeds": negative_pooled}
 
 
 def flux_loss(
@@ -49,6 +63,7 @@ def _flux(family: Family, saving: SavingFacts, sequence_length: int, sample_inpu
         pipeline_names={"unet": "transformer"},
         sample_inputs=lambda size: dict(sample_inputs),
         samples_with_own_scheduler=True,
+        sample_text=flux_sample_text,
     )
 
 

@@ -15,7 +15,7 @@ import torch
 from tui_trainer.config.enums import Family, PredictionType
 from tui_trainer.config.schema import TrainingConfig
 from tui_trainer.train.families.base import SavingFacts, TrainFamily
-from tui_trainer.train.families.flow import FlowSchedule, RectifiedFlow, image_tokens, text_pipeline
+from tui_trainer.train.families.flow import FlowSchedule, RectifiedFlow, image_tokens, sample_length, text_pipeline
 from tui_trainer.train.loop import diffusion_loss, draw_noise
 from tui_trainer.train.model_parts import ModelParts
 
@@ -32,6 +32,20 @@ def qwen_image_conditioning(model: ModelParts, captions: list[str], device: torc
     padding = length - states.shape[1]
     return {"encoder_hidden_states": torch.nn.functional.pad(states, (0, 0, 0, padding)),
             "encoder_hidden_states_mask": torch.nn.functional.pad(mask, (0, padding))}
+
+
+def qwen_image_sample_text(
+    model: ModelParts, prompt: str, negative_prompt: str, device: torch.device, inputs: dict[str, Any],
+) -> dict[str, Any]:
+    """QwenImagePipeline's prompt embeddings and masks of a sample's prompt and negative prompt (the negative one counts
+    with true_cfg_scale > 1, as in the call itself)."""
+    from diffusers import QwenImagePipeline
+
+    pipeline, length = text_pipeline(QwenImagePipeline, model), sample_length(QwenImagePipeline, inputs)
+    states, mask = pipeline.encode_prompt(prompt, device=device, max_sequence_length=length)
+    negative, negative_mask = pipeline.encode_prompt(negative_prompt, device=device, max_sequence_length=length)
+    return {"prompt_embeds": states, "prompt_embeds_mask": mask,
+            "negative_prompt_embeds": negative, "negative_prompt_embeds_mask": negative_mask}
 
 
 def qwen_image_encode(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
@@ -82,5 +96,6 @@ QWEN_IMAGE = TrainFamily(
     pipeline_names={"unet": "transformer"},
     samples_with_own_scheduler=True,
     cfg_argument="true_cfg_scale",
+    sample_text=qwen_image_sample_text,
 )
 """512 text tokens: QwenImagePipeline's default max_sequence_length."""

@@ -15,7 +15,7 @@ import torch
 from tui_trainer.config.enums import Family, PredictionType
 from tui_trainer.config.schema import TrainingConfig
 from tui_trainer.train.families.base import SavingFacts, TrainFamily
-from tui_trainer.train.families.flow import FlowSchedule, RectifiedFlow, image_tokens, text_pipeline
+from tui_trainer.train.families.flow import FlowSchedule, RectifiedFlow, image_tokens, sample_length, text_pipeline
 from tui_trainer.train.loop import diffusion_loss, draw_noise, encode_latents
 from tui_trainer.train.model_parts import ModelParts
 
@@ -36,6 +36,19 @@ def z_image_conditioning(model: ModelParts, captions: list[str], device: torch.d
         padded[row, : len(caption)] = caption
         mask[row, : len(caption)] = True
     return {"encoder_hidden_states": padded, "text_mask": mask}
+
+
+def z_image_sample_text(
+    model: ModelParts, prompt: str, negative_prompt: str, device: torch.device, inputs: dict[str, Any],
+) -> dict[str, Any]:
+    """ZImagePipeline's per-prompt embedding lists of a sample's prompt and negative prompt."""
+    from diffusers import ZImagePipeline
+
+    states, negative = text_pipeline(ZImagePipeline, model).encode_prompt(
+        prompt, device=device, do_classifier_free_guidance=True, negative_prompt=negative_prompt,
+        max_sequence_length=sample_length(ZImagePipeline, inputs),
+    )
+    return {"prompt_embeds": states, "negative_prompt_embeds": negative}
 
 
 def velocity(transformer: torch.nn.Module, noised: torch.Tensor, sigmas: torch.Tensor, captions: list[torch.Tensor]) -> torch.Tensor:
@@ -73,5 +86,6 @@ Z_IMAGE = TrainFamily(
     saving=SavingFacts("z_image", "z-image"),
     pipeline_names={"unet": "transformer"},
     samples_with_own_scheduler=True,
+    sample_text=z_image_sample_text,
 )
 """Z-Image base and Turbo (Turbo samples in about 8 steps without CFG: set sample.steps = 8, sample.cfg = 0)."""
