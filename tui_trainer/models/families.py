@@ -203,6 +203,9 @@ class FamilySpec:
     """The training methods it has (validation refuses the others)."""
     pipeline: str = ""
     """The diffusers pipeline class of its base models (for messages and docs)."""
+    comfyui_lora_layout: str = ""
+    """Key layout of its LoRA in ComfyUI's own names (output_format 'comfyui'; train/original_layout.py
+    ORIGINAL_KEY_LAYOUTS); empty = it has none."""
 
     @property
     def denoiser(self) -> PartSpec:
@@ -563,7 +566,7 @@ FAMILIES: dict[Family, FamilySpec] = {
     Family.Z_IMAGE: FamilySpec(  # base and Turbo: FLUX.1's VAE, Qwen3-4B's hidden states; the shift from the scheduler
         Family.Z_IMAGE, "Z-Image (6B; base and Turbo)",
         {"transformer": Z_IMAGE_TRANSFORMER, "text_encoder": QWEN3_4B, "vae": FLUX_VAE},
-        **_FLUX_COMMON, own_fields=FLOW_FIELDS, pipeline="ZImagePipeline",
+        **_FLUX_COMMON, own_fields=FLOW_FIELDS, pipeline="ZImagePipeline", comfyui_lora_layout="z_image",
     ),
     Family.QWEN_IMAGE: FamilySpec(
         Family.QWEN_IMAGE, "Qwen-Image (20B)",

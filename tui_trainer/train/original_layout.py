@@ -1,4 +1,5 @@
-"""diffusers parts -> one original-layout (A1111 / ComfyUI / ldm) single-file state dict.
+"""diffusers parts -> one original-layout (A1111 / ComfyUI / ldm) single-file state dict, and Z-Image's original key
+names (for its ComfyUI-layout LoRA).
 
 diffusers ships only the other direction (`diffusers.loaders.single_file_utils`, used by `from_single_file`),
 so the block-index arithmetic below is its inverse, written by hand; the fixed-name keys come from
@@ -8,7 +9,12 @@ converter on the result: it must give back exactly the part's own keys and shape
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ast
+import functools
+import inspect
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -208,3 +214,62 @@ def single_file_state_dict(family: Any, parts: dict[str, torch.nn.Module]) -> di
     for name, (kind, prefix) in layout.items():
         state |= convert_part(parts[name], kind, prefix)
     return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+
+
+Z_IMAGE_FUSED = re.compile(r"\.attention\.to_([qkv])\.")
+"""diffusers' split Z-Image attention projections; the original layout stacks them, in q, k, v order, into one
+`attention.qkv` (diffusers' converter chunks it back into three)."""
+
+
+@functools.cache
+def z_image_renames() -> tuple[tuple[str, str], ...]:
+    """(original, diffusers) name pieces of diffusers' own Z-Image single-file converter, in the order it applies them.
+
+    The table is local to `convert_z_image_transformer_checkpoint_to_diffusers`, so it is read from that function's
+    source: the inverse follows diffusers instead of a copy of it, and every use is checked by running the converter."""
+    converter = sfu.convert_z_image_transformer_checkpoint_to_diffusers
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(converter)))):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "Z_IMAGE_KEYS_RENAME_DICT":
+            return tuple((original, new) for original, new in ast.literal_eval(node.value).items() if new)
+    raise ConversionError("diffusers' Z-Image single-file converter has no Z_IMAGE_KEYS_RENAME_DICT to invert "
+                          "(diffusers changed): write output_format = 'diffusers' instead")
+
+
+def z_image_key_layout(keys: Iterable[str]) -> dict[str, tuple[str, int, int]]:
+    """diffusers ZImageTransformer2DModel parameter key -> (original-layout key without prefix, row block, blocks):
+    to_q / to_k / to_v are blocks 0 / 1 / 2 of the fused `attention.qkv`, every other key is its own (block 0 of 1).
+
+    Checked by diffusers' own converter on a probe (one row per block, holding its index): it must give back exactly
+    `keys`, each with its own block, or ConversionError."""
+    layout = {}
+    for key in keys:
+        original = key
+        for name, diffusers_name in reversed(z_image_renames()):
+            original = original.replace(diffusers_name, name)
+        fused = Z_IMAGE_FUSED.search(original)
+        if fused:
+            layout[key] = (original.replace(fused[0], ".attention.qkv."), "qkv".index(fused[1]), 3)
+        else:
+            layout[key] = (original, 0, 1)
+    probe = {original: torch.arange(blocks).view(blocks, 1) for original, _, blocks in layout.values()}
+    read = {key: int(value[0, 0]) for key, value in sfu.convert_z_image_transformer_checkpoint_to_diffusers(probe).items()}
+    expected = {key: block for key, (_, block, _) in layout.items()}
+    if read != expected:
+        wrong = sorted(set(read) ^ set(expected)) + sorted(key for key in set(read) & set(expected) if read[key] != expected[key])
+        raise ConversionError(f"Z-Image original layout does not read back with diffusers' converter: {wrong[:5]} "
+                              "(a fused qkv needs to_q, to_k and to_v together)")
+    return layout
+
+
+def z_image_original_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers-layout Z-Image transformer state dict in the original (Tongyi-MAI / ComfyUI) layout, without prefix."""
+    blocks: dict[str, list[Any]] = {}
+    for key, (original, block, count) in z_image_key_layout(state).items():
+        blocks.setdefault(original, [None] * count)[block] = state[key]
+    return {original: torch.cat(pieces) if len(pieces) > 1 else pieces[0] for original, pieces in blocks.items()}
+
+
+ORIGINAL_KEY_LAYOUTS: dict[str, Callable[[Iterable[str]], dict[str, tuple[str, int, int]]]] = {
+    "z_image": z_image_key_layout,
+}
+"""FamilySpec.comfyui_lora_layout -> diffusers key -> (original key, row block, blocks) of that denoiser."""
