@@ -172,3 +172,25 @@ def test_the_z_image_preset_trains_and_writes_a_comfyui_lora_of_the_trained_weig
         assert_comfyui_lora_is_the_trained_one(model, written, recipe.accelerator.unwrap_model(recipe.model.unet), tmp_path)
     finally:
         finish(recipe)
+
+
+def test_a_diffusers_without_the_z_image_rename_table_is_refused_before_training(monkeypatch):
+    from diffusers.loaders import single_file_utils
+
+    from tui_trainer.config import config_from_dict
+    from tui_trainer.train import original_layout
+    from tui_trainer.train.methods import lora
+
+    def converter_without_a_table(checkpoint, **kwargs):
+        return checkpoint
+
+    config = config_from_dict({"model": {"family": "z_image", "base_model": "m"}, "workspace": {"output_format": "comfyui"}})
+    original_layout.z_image_renames.cache_clear()
+    monkeypatch.setattr(single_file_utils, "convert_z_image_transformer_checkpoint_to_diffusers", converter_without_a_table)
+    try:
+        assert lora.check(config) == ["workspace.output_format 'comfyui': diffusers' Z-Image single-file converter has no "
+                                      "Z_IMAGE_KEYS_RENAME_DICT to invert (diffusers changed): write output_format = 'diffusers' instead"]
+    finally:
+        monkeypatch.undo()
+        original_layout.z_image_renames.cache_clear()
+    assert lora.check(config) == []

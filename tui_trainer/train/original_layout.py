@@ -241,10 +241,11 @@ def z_image_key_layout(keys: Iterable[str]) -> dict[str, tuple[str, int, int]]:
 
     Checked by diffusers' own converter on a probe (one row per block, holding its index): it must give back exactly
     `keys`, each with its own block, or ConversionError."""
+    renames = z_image_renames()
     layout = {}
     for key in keys:
         original = key
-        for name, diffusers_name in reversed(z_image_renames()):
+        for name, diffusers_name in reversed(renames):
             original = original.replace(diffusers_name, name)
         fused = Z_IMAGE_FUSED.search(original)
         if fused:

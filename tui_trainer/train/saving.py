@@ -173,19 +173,19 @@ def comfyui_lora_state_dict(state: dict[str, torch.Tensor], lora: LoraConfig, la
     """A denoiser's peft LoRA in ComfyUI's own names: `diffusion_model.<original module>.lora_down.weight`, `.lora_up.weight`
     and `.alpha`.
 
-    ComfyUI maps `diffusion_model.<module>` of its model's own state dict for every model (comfy/lora.py
+    ComfyUI (Comfy-Org/ComfyUI) maps `diffusion_model.<module>` of its model's own state dict for every model (comfy/lora.py
     `model_lora_keys_unet`, "generic lora format") and `load_lora` / comfy/weight_adapter/lora.py `LoRAAdapter` add
     up @ down x alpha / down's rank. LoRAs on projections the original layout fuses (Z-Image's to_q / to_k / to_v in
     `attention.qkv`, comfy/utils.py `z_image_to_diffusers`) become one: the downs stacked (rank 3r), the ups
     block-diagonal, alpha x 3, so the delta and its scale alpha / r stay the same."""
     downs = {key.removesuffix(".lora_A.weight"): value for key, value in state.items() if key.endswith(".lora_A.weight")}
     ups = {key.removesuffix(".lora_B.weight"): value for key, value in state.items() if key.endswith(".lora_B.weight")}
-    fused: dict[str, list[Any]] = {}
+    groups: dict[str, list[Any]] = {}  # original module -> the peft modules it takes, in row-block order
     for key, (original, block, blocks) in ORIGINAL_KEY_LAYOUTS[layout](f"{module}.weight" for module in downs).items():
-        fused.setdefault(original.removesuffix(".weight"), [None] * blocks)[block] = key.removesuffix(".weight")
+        groups.setdefault(original.removesuffix(".weight"), [None] * blocks)[block] = key.removesuffix(".weight")
     scale = lora.alpha / lora.rank
     out = {}
-    for original, modules in fused.items():
+    for original, modules in groups.items():
         down = torch.cat([downs[module] for module in modules])
         up = torch.block_diag(*(ups[module] for module in modules)) if len(modules) > 1 else ups[modules[0]]
         name = COMFYUI_PREFIX + original

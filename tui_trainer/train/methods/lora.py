@@ -15,6 +15,7 @@ from tui_trainer.models.problems import comfyui_format_problem
 from tui_trainer.train import saving
 from tui_trainer.train.families import train_family
 from tui_trainer.train.model_parts import ModelParts, part_configs, part_key
+from tui_trainer.train.original_layout import ORIGINAL_KEY_LAYOUTS, ConversionError
 from tui_trainer.train.methods import SavedFile, TrainablePart
 
 ADAPTERS: dict[LoraType, Callable[[LoraConfig, list[str]], peft.PeftConfig]] = {
@@ -49,6 +50,11 @@ def check(config: TrainConfig) -> list[str]:
     comfyui = comfyui_format_problem(config)
     if comfyui:
         problems.append(f"workspace.output_format {comfyui}")
+    elif config.output_format is OutputFormat.COMFYUI:
+        try:  # derives the names from diffusers now rather than at the save after training
+            ORIGINAL_KEY_LAYOUTS[family_spec(config.model.family).comfyui_lora_layout](())
+        except ConversionError as error:
+            problems.append(f"workspace.output_format 'comfyui': {error}")
     trained_others = [name for name, part in part_configs(config).items() if part.train and name != "unet"]
     if config.output_format is OutputFormat.COMFYUI and trained_others:
         keys = ", ".join(part_key(name, "train") for name in trained_others)
