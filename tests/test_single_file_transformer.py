@@ -71,27 +71,6 @@ def test_families_without_a_separate_transformer_refuse_the_key(tiny_flux: Path)
     assert family_problems(_config(tiny_flux, "flux.safetensors")) == []
 
 
-Z_IMAGE_ORIGINAL_NAMES = {".attention.to_out.0.": ".attention.out.", ".attention.norm_q.": ".attention.q_norm.",
-                          ".attention.norm_k.": ".attention.k_norm.", "all_x_embedder.2-1.": "x_embedder.",
-                          "all_final_layer.2-1.": "final_layer."}
-"""diffusers Z-Image names -> the original (Tongyi-MAI / ComfyUI) checkpoint's, q/k/v fused apart."""
-
-
-def _z_image_original_layout(state: dict) -> dict:
-    import torch
-
-    original = {}
-    for key, value in state.items():
-        if ".attention.to_q." in key:
-            parts = [state[key.replace(".to_q.", f".to_{name}.")] for name in "qkv"]
-            original[key.replace(".attention.to_q.", ".attention.qkv.")] = torch.cat(parts)
-        elif not any(f".attention.to_{name}." in key for name in "kv"):
-            for new, old in Z_IMAGE_ORIGINAL_NAMES.items():
-                key = key.replace(new, old)
-            original[key] = value
-    return {f"model.diffusion_model.{key}": value for key, value in original.items()}
-
-
 def test_an_original_layout_z_image_file_is_converted(tmp_path: Path):
     """Z-Image's original layout (fused qkv, ComfyUI's model.diffusion_model. prefix) loads as the diffusers model."""
     import torch
@@ -99,10 +78,11 @@ def test_an_original_layout_z_image_file_is_converted(tmp_path: Path):
 
     from tui_trainer.devkit.tiny_families import save_tiny_model
     from tui_trainer.train.loading import load_model
+    from tui_trainer.train.original_layout import z_image_original_state_dict
 
     model = save_tiny_model(tmp_path / "z-image", Family.Z_IMAGE)
     state = {key: value + 1 for key, value in load_file(model / "transformer" / "diffusion_pytorch_model.safetensors").items()}
-    original = _z_image_original_layout(state)
+    original = {f"model.diffusion_model.{key}": value for key, value in z_image_original_state_dict(state).items()}
     assert any(".attention.qkv." in key for key in original) and not any(".to_q." in key for key in original)
     save_file(original, tmp_path / "z-image-original.safetensors")
 

@@ -113,3 +113,45 @@ def assert_flow_preset_estimate(name: str, result) -> None:
     target = float(re.search(r"Targets (\d+) GB", comment).group(1))
     assert abs(result.total_bytes / GIB - about) <= 1.0, (result.total_bytes / GIB, about)
     assert result.total_bytes / GIB < target
+
+
+def merged_as_comfyui_does(model: Path, lora_file: Path, folder: Path):
+    """The tiny Z-Image's transformer in the original layout with a 'comfyui' LoRA file merged the way ComfyUI merges a
+    LoRA (comfy/weight_adapter/lora.py: W + alpha / rank x up @ down), read back by diffusers' own
+    ZImageTransformer2DModel.from_single_file. Asserts every key is one ComfyUI's generic key map reads
+    (`diffusion_model.<module of the original state dict>`, comfy/lora.py model_lora_keys_unet), with the shapes it multiplies."""
+    from diffusers import ZImageTransformer2DModel
+    from safetensors.torch import load_file, save_file
+
+    from tui_trainer.train.original_layout import z_image_original_state_dict
+
+    original = z_image_original_state_dict(load_file(model / "transformer" / "diffusion_pytorch_model.safetensors"))
+    lora = load_file(lora_file)
+    modules = {key.removesuffix(".lora_up.weight") for key in lora if key.endswith(".lora_up.weight")}
+    assert set(lora) == {f"{module}.{suffix}" for module in modules for suffix in ("lora_up.weight", "lora_down.weight", "alpha")}
+    for module in modules:
+        weight = module.removeprefix("diffusion_model.") + ".weight"
+        assert module.startswith("diffusion_model.") and weight in original, module
+        up, down, alpha = lora[f"{module}.lora_up.weight"], lora[f"{module}.lora_down.weight"], lora[f"{module}.alpha"]
+        assert alpha.ndim == 0 and up.shape[1] == down.shape[0]
+        assert (up.shape[0], down.shape[1]) == original[weight].shape, module
+        original[weight] = original[weight] + float(alpha) / down.shape[0] * (up.float() @ down.float()).to(original[weight].dtype)
+    path = folder / f"{lora_file.stem}-merged.safetensors"
+    save_file({f"model.diffusion_model.{key}": value.contiguous() for key, value in original.items()}, path)
+    return ZImageTransformer2DModel.from_single_file(str(path), config=str(model), subfolder="transformer", local_files_only=True)
+
+
+def assert_comfyui_lora_is_the_trained_one(model: Path, lora_file: Path, trained, folder: Path) -> None:
+    """Merged as ComfyUI does (merged_as_comfyui_does), the file gives every adapted weight of `trained` (a peft-wrapped
+    diffusers transformer) as base + peft's own delta, and leaves every other weight as it was."""
+    import torch
+
+    merged = merged_as_comfyui_does(model, lora_file, folder).state_dict()
+    expected = {key.replace(".base_layer.", "."): value for key, value in trained.state_dict().items() if "lora_" not in key}
+    deltas = {f"{name}.weight": module.get_delta_weight("default").detach() for name, module in trained.named_modules()
+              if hasattr(module, "get_delta_weight") and "default" in getattr(module, "lora_A", {})}
+    assert deltas and any(float(delta.abs().max()) > 0 for delta in deltas.values())
+    assert set(merged) == set(expected)
+    for key, value in expected.items():
+        want = value.float() + deltas[key].float() if key in deltas else value.float()
+        assert torch.allclose(merged[key].float(), want, atol=1e-5), key

@@ -62,6 +62,7 @@ class OutputFormat(StrEnum):
     DIFFUSERS = "diffusers"
     SINGLE_FILE = "single_file"
     A1111 = "a1111"
+    COMFYUI = "comfyui"
 
 
 class CaptionSource(StrEnum):

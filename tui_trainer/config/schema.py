@@ -111,7 +111,7 @@ class WorkspaceConfig(Section):
     output_path: str | None = None
     """Where the final model is written; absent = the run folder's output/."""
     output_format: OutputFormat | None = None
-    """kohya or diffusers for LoRA, diffusers or single_file for finetune, a1111 for embeddings; absent = the method's default."""
+    """kohya, diffusers or comfyui (Z-Image) for LoRA, diffusers or single_file for finetune, a1111 for embeddings; absent = the method's default."""
 
 
 class ConceptConfig(Section):
@@ -626,7 +626,7 @@ class NotifyConfig(Section):
 
 
 METHOD_OUTPUT_FORMATS: dict[Method, tuple[OutputFormat, ...]] = {
-    Method.LORA: (OutputFormat.KOHYA, OutputFormat.DIFFUSERS),
+    Method.LORA: (OutputFormat.KOHYA, OutputFormat.DIFFUSERS, OutputFormat.COMFYUI),
     Method.EMBEDDING: (OutputFormat.A1111,),
     Method.FINETUNE: (OutputFormat.DIFFUSERS, OutputFormat.SINGLE_FILE),
     Method.INPAINT: (OutputFormat.KOHYA, OutputFormat.DIFFUSERS, OutputFormat.SINGLE_FILE),

@@ -207,6 +207,9 @@ class FamilySpec:
     frees_cached_text_encoders: bool = False
     """Once text outputs are cached, the text encoders are freed: the samples' prompts are encoded with the captions
     (flow families, whose T5 / Qwen encoders are many GB); otherwise they wait in RAM for the samples."""
+    comfyui_lora_layout: str = ""
+    """Key layout of its LoRA in ComfyUI's own names (output_format 'comfyui'; train/original_layout.py
+    ORIGINAL_KEY_LAYOUTS); empty = it has none."""
 
     @property
     def denoiser(self) -> PartSpec:
@@ -567,7 +570,7 @@ FAMILIES: dict[Family, FamilySpec] = {
     Family.Z_IMAGE: FamilySpec(  # base and Turbo: FLUX.1's VAE, Qwen3-4B's hidden states; the shift from the scheduler
         Family.Z_IMAGE, "Z-Image (6B; base and Turbo)",
         {"transformer": Z_IMAGE_TRANSFORMER, "text_encoder": QWEN3_4B, "vae": FLUX_VAE},
-        **_FLUX_COMMON, own_fields=FLOW_FIELDS, pipeline="ZImagePipeline",
+        **_FLUX_COMMON, own_fields=FLOW_FIELDS, pipeline="ZImagePipeline", comfyui_lora_layout="z_image",
     ),
     Family.QWEN_IMAGE: FamilySpec(
         Family.QWEN_IMAGE, "Qwen-Image (20B)",

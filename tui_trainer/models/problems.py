@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tui_trainer.config import ConfigProblem, TrainConfig, check_paths
-from tui_trainer.config.enums import PredictionType
-from tui_trainer.models.families import family_spec, field_applies
+from tui_trainer.config.enums import OutputFormat, PredictionType
+from tui_trainer.models.families import FAMILIES, family_spec, field_applies
 
 
 def family_problems(config: TrainConfig, config_file: str | Path | None = None) -> list[ConfigProblem]:
@@ -27,7 +27,19 @@ def family_problems(config: TrainConfig, config_file: str | Path | None = None) 
         problems.append(ConfigProblem(
             file, "model.transformer", f"{spec.label} does not load its denoiser from a separate file; leave it unset",
         ))
+    comfyui = comfyui_format_problem(config)
+    if comfyui:
+        problems.append(ConfigProblem(file, "workspace.output_format", comfyui))
     return problems
+
+
+def comfyui_format_problem(config: TrainConfig) -> str | None:
+    """Why output_format 'comfyui' does not fit the config's family (None: it fits, or another format is set)."""
+    spec = family_spec(config.model.family)
+    if config.output_format is not OutputFormat.COMFYUI or spec.comfyui_lora_layout:
+        return None
+    families = ", ".join(other.label for other in FAMILIES.values() if other.comfyui_lora_layout)
+    return f"'comfyui' is the LoRA layout of {families} only; {spec.label} has none here: use 'diffusers'"
 
 
 def config_problems(config: TrainConfig, config_file: str | Path | None = None) -> list[ConfigProblem]:

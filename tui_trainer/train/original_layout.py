@@ -1,4 +1,5 @@
-"""diffusers parts -> one original-layout (A1111 / ComfyUI / ldm) single-file state dict.
+"""diffusers parts -> one original-layout (A1111 / ComfyUI / ldm) single-file state dict, and Z-Image's original key
+names (for its ComfyUI-layout LoRA).
 
 diffusers ships only the other direction (`diffusers.loaders.single_file_utils`, used by `from_single_file`),
 so the block-index arithmetic below is its inverse, written by hand; the fixed-name keys come from
@@ -8,7 +9,8 @@ converter on the result: it must give back exactly the part's own keys and shape
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -208,3 +210,68 @@ def single_file_state_dict(family: Any, parts: dict[str, torch.nn.Module]) -> di
     for name, (kind, prefix) in layout.items():
         state |= convert_part(parts[name], kind, prefix)
     return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+
+
+Z_IMAGE_FUSED = re.compile(r"\.attention\.to_([qkv])\.")
+"""diffusers' split Z-Image attention projections; the original layout stacks them, in q, k, v order, into one
+`attention.qkv` (diffusers' converter chunks it back into three)."""
+
+
+Z_IMAGE_RENAMES = (
+    ("final_layer.", "all_final_layer.2-1."),
+    ("x_embedder.", "all_x_embedder.2-1."),
+    (".attention.out.bias", ".attention.to_out.0.bias"),
+    (".attention.k_norm.weight", ".attention.norm_k.weight"),
+    (".attention.q_norm.weight", ".attention.norm_q.weight"),
+    (".attention.out.weight", ".attention.to_out.0.weight"),
+)
+"""(original, diffusers) name pieces, in the order diffusers' Z-Image single-file converter applies them. A copy: the
+table is local to `convert_z_image_transformer_checkpoint_to_diffusers`, so it cannot be imported; z_image_key_layout
+runs that converter on every layout it makes, so a diffusers that renames differently fails loudly, never silently."""
+
+Z_IMAGE_PROBE_KEYS = (
+    "layers.0.attention.to_q.weight", "layers.0.attention.to_k.weight", "layers.0.attention.to_v.weight",
+    "layers.0.attention.to_out.0.weight", "layers.0.attention.to_out.0.bias", "layers.0.attention.norm_q.weight",
+    "layers.0.attention.norm_k.weight", "all_final_layer.2-1.linear.weight", "all_x_embedder.2-1.weight",
+)
+"""One diffusers key per rename and the fused q/k/v: what a check before training lays out."""
+
+
+def z_image_key_layout(keys: Iterable[str] = Z_IMAGE_PROBE_KEYS) -> dict[str, tuple[str, int, int]]:
+    """diffusers ZImageTransformer2DModel parameter key -> (original-layout key without prefix, row block, blocks):
+    to_q / to_k / to_v are blocks 0 / 1 / 2 of the fused `attention.qkv`, every other key is its own (block 0 of 1).
+
+    Checked by diffusers' own converter on a probe (one row per block, holding its index): it must give back exactly
+    `keys`, each with its own block, or ConversionError."""
+    layout = {}
+    for key in keys:
+        original = key
+        for name, diffusers_name in reversed(Z_IMAGE_RENAMES):
+            original = original.replace(diffusers_name, name)
+        fused = Z_IMAGE_FUSED.search(original)
+        if fused:
+            layout[key] = (original.replace(fused[0], ".attention.qkv."), "qkv".index(fused[1]), 3)
+        else:
+            layout[key] = (original, 0, 1)
+    probe = {original: torch.arange(blocks).view(blocks, 1) for original, _, blocks in layout.values()}
+    read = {key: int(value[0, 0]) for key, value in sfu.convert_z_image_transformer_checkpoint_to_diffusers(probe).items()}
+    expected = {key: block for key, (_, block, _) in layout.items()}
+    if read != expected:
+        wrong = sorted(set(read) ^ set(expected)) + sorted(key for key in set(read) & set(expected) if read[key] != expected[key])
+        raise ConversionError(f"Z-Image original layout does not read back with diffusers' converter: {wrong[:5]} "
+                              "(a fused qkv needs to_q, to_k and to_v together)")
+    return layout
+
+
+def z_image_original_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers-layout Z-Image transformer state dict in the original (Tongyi-MAI / ComfyUI) layout, without prefix."""
+    blocks: dict[str, list[Any]] = {}
+    for key, (original, block, count) in z_image_key_layout(state).items():
+        blocks.setdefault(original, [None] * count)[block] = state[key]
+    return {original: torch.cat(pieces) if len(pieces) > 1 else pieces[0] for original, pieces in blocks.items()}
+
+
+ORIGINAL_KEY_LAYOUTS: dict[str, Callable[[Iterable[str]], dict[str, tuple[str, int, int]]]] = {
+    "z_image": z_image_key_layout,
+}
+"""FamilySpec.comfyui_lora_layout -> diffusers key -> (original key, row block, blocks) of that denoiser."""

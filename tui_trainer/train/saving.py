@@ -1,4 +1,5 @@
-"""Model output formats: kohya LoRA .safetensors (A1111 / ComfyUI / kohya tools) and diffusers LoRA folders.
+"""Model output formats: kohya LoRA .safetensors (A1111 / ComfyUI / kohya tools), diffusers LoRA folders, and LoRA
+files in ComfyUI's own key names (families whose ComfyUI model keeps the original layout: Z-Image).
 
 Every file is safetensors and written atomically (temp file or temp folder, then rename).
 """
@@ -21,6 +22,7 @@ from tui_trainer.atomic import atomic_write_bytes
 from tui_trainer.config.enums import LoraType
 from tui_trainer.config.schema import LoraConfig, TrainConfig
 from tui_trainer.train.families import train_family
+from tui_trainer.train.original_layout import ORIGINAL_KEY_LAYOUTS
 
 PEFT_PREFIXES: dict[str, str] = {"unet": "unet", "text_encoder": "text_encoder.text_model", "text_encoder_2": "text_encoder_2.text_model"}
 """Module-path prefix per part in the original (kohya / A1111) naming; transformers 5's CLIPTextModel state
@@ -161,3 +163,37 @@ def save_diffusers_lora(
             LoraBaseMixin._save_lora_weights(str(tmp), state_dicts, adapter_metadata, safe_serialization=True)
 
     return write_folder_atomically(folder, write)
+
+
+COMFYUI_PREFIX = "diffusion_model."
+"""Prefix of the denoiser's keys in a ComfyUI model's state dict."""
+
+
+def comfyui_lora_state_dict(state: dict[str, torch.Tensor], lora: LoraConfig, layout: str) -> dict[str, torch.Tensor]:
+    """A denoiser's peft LoRA in ComfyUI's own names: `diffusion_model.<original module>.lora_down.weight`, `.lora_up.weight`
+    and `.alpha`.
+
+    ComfyUI (Comfy-Org/ComfyUI) maps `diffusion_model.<module>` of its model's own state dict for every model (comfy/lora.py
+    `model_lora_keys_unet`, "generic lora format") and `load_lora` / comfy/weight_adapter/lora.py `LoRAAdapter` add
+    up @ down x alpha / down's rank. LoRAs on projections the original layout fuses (Z-Image's to_q / to_k / to_v in
+    `attention.qkv`, comfy/utils.py `z_image_to_diffusers`) become one: the downs stacked (rank 3r), the ups
+    block-diagonal, alpha x 3, so the delta and its scale alpha / r stay the same."""
+    downs = {key.removesuffix(".lora_A.weight"): value for key, value in state.items() if key.endswith(".lora_A.weight")}
+    ups = {key.removesuffix(".lora_B.weight"): value for key, value in state.items() if key.endswith(".lora_B.weight")}
+    groups: dict[str, list[Any]] = {}  # original module -> the peft modules it takes, in row-block order
+    for key, (original, block, blocks) in ORIGINAL_KEY_LAYOUTS[layout](f"{module}.weight" for module in downs).items():
+        groups.setdefault(original.removesuffix(".weight"), [None] * blocks)[block] = key.removesuffix(".weight")
+    scale = lora.alpha / lora.rank
+    out = {}
+    for original, modules in groups.items():
+        down = torch.cat([downs[module] for module in modules])
+        up = torch.block_diag(*(ups[module] for module in modules)) if len(modules) > 1 else ups[modules[0]]
+        name = COMFYUI_PREFIX + original
+        out |= {f"{name}.lora_down.weight": down, f"{name}.lora_up.weight": up, f"{name}.alpha": torch.tensor(scale * down.shape[0])}
+    return {key: value.detach().to("cpu").contiguous() for key, value in out.items()}
+
+
+def save_comfyui_lora(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str], lora: LoraConfig, layout: str) -> Path:
+    """Write a denoiser's LoRA in ComfyUI's own names (comfyui_lora_state_dict) atomically."""
+    atomic_write_bytes(path, safetensors_bytes(comfyui_lora_state_dict(state, lora, layout), metadata=metadata))
+    return path
