@@ -138,7 +138,7 @@ def test_budget_fits_and_json_shape():
     assert set(data) >= {"total_bytes", "breakdown", "parts", "peak_phase", "gpu", "fits", "suggestions", "warnings"}
     assert set(data["breakdown"]) == set(BREAKDOWN_KEYS)
     assert data["gpu"] == {"name": "RTX 3060", "total_bytes": 12 * GIB, "free_bytes": 11 * GIB, "compute_capability": [8, 6]}
-    assert set(data["parts"]["unet"]) == {"params", "dtype", "bytes", "resident"}
+    assert set(data["parts"]["unet"]) == {"params", "dtype", "bytes", "resident", "freed"}
 
 
 def test_suggestions_are_ranked_and_each_saves_what_it_says():

@@ -110,3 +110,5 @@ def test_the_estimate_leaves_freed_text_encoders_out_of_ram_and_sampling():
     for phase, kind in (("training_step", "ram_bytes"), ("latent_caching", "ram_bytes"), ("sampling", "vram_bytes")):
         assert getattr(kept_estimate.phases[phase], kind) - getattr(freed_estimate.phases[phase], kind) == text_bytes
     assert freed_estimate.phases["text_caching"] == kept_estimate.phases["text_caching"]
+    assert [name for name, part in freed_estimate.parts.items() if part.freed] == ["text_encoder", "text_encoder_2"]
+    assert not any(part.freed for part in kept_estimate.parts.values())

@@ -39,7 +39,7 @@ def format_estimate(result: Estimate, title: str, gpu_message: str) -> str:
     lines.append(f"  host RAM peak: {gib(result.ram_bytes)} ({result.ram_peak_phase.replace('_', ' ')})")
     lines += ["", "parts:"]
     for name, part in result.parts.items():
-        where = "on GPU" if part.resident else "off GPU while training"
+        where = "on GPU" if part.resident else "freed after caching" if part.freed else "off GPU while training"
         lines.append(f"  {name:<15} {part.params:>15,} params  {part.dtype:<9} {gib(part.bytes):>12}  {where}")
     lines.append("")
     if result.budget_bytes is None:

@@ -129,12 +129,14 @@ class Trainable:
 
 @dataclass(frozen=True)
 class PartEstimate:
-    """One model part: parameter count, storage dtype, bytes, and whether it is on the GPU while training."""
+    """One model part: parameter count, storage dtype, bytes, whether it is on the GPU while training, and whether it
+    is freed once its outputs are cached (Plan.frees_text)."""
 
     params: int
     dtype: str
     bytes: int
     resident: bool
+    freed: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,8 @@ class Estimate:
             "total_bytes": self.total_bytes,
             "breakdown": dict(self.breakdown),
             "parts": {
-                name: {"params": part.params, "dtype": part.dtype, "bytes": part.bytes, "resident": part.resident}
+                name: {"params": part.params, "dtype": part.dtype, "bytes": part.bytes, "resident": part.resident,
+                       "freed": part.freed}
                 for name, part in self.parts.items()
             },
             "peak_phase": self.peak_phase,
@@ -563,7 +566,8 @@ def estimate(
     plan = plan_from_config(config, spec, largest_bucket, batch_shape)
     phases, breakdown, sizes = _phases(plan)
     parts = {
-        name: PartEstimate(part.params, plan.dtypes[name].value, *sizes[name]) for name, part in plan.spec.parts.items()
+        name: PartEstimate(part.params, plan.dtypes[name].value, *sizes[name], plan.frees_text and part.role is PartRole.TEXT_ENCODER)
+        for name, part in plan.spec.parts.items()
     }
     peak_phase = max(phases, key=lambda name: phases[name].vram_bytes)
     total = phases[peak_phase].vram_bytes
