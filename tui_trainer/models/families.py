@@ -393,6 +393,9 @@ each block's input plus one block recomputed. Derived at 1024 px with 512 text t
 FLOW_FIELDS = ("flow.timestep_sampling", "flow.logit_mean", "flow.logit_std", "flow.sigmoid_scale", "flow.shift",
                "flow.max_sequence_length", "model.transformer")
 """Config keys of every flow-matching family (their transformers also load from one file: model.transformer)."""
+OFFLOAD_FIELDS = ("flow.offload.enabled", "flow.offload.blocks_per_group", "flow.offload.use_stream")
+"""Block offload of the transformer to CPU RAM: every flow family's transformer is a stack of blocks."""
+FLOW_FIELDS += OFFLOAD_FIELDS
 DDPM_FIELDS = ("model.prediction_type", "model.zero_terminal_snr", "training.min_snr_gamma")
 """Config keys of the DDPM (noise / v-prediction) families only."""
 
