@@ -517,9 +517,9 @@ class OffloadConfig(Section):
     enabled: bool = False
     """Offload when VRAM is short (costs copy time per step: see the estimate); needs training.gradient_checkpointing."""
     blocks_per_group: int = Field(default=1, ge=1, le=64)
-    """Blocks copied to the GPU together: more = fewer, larger copies and more VRAM (use_stream keeps it at 1)."""
+    """Blocks copied to the GPU together: more = fewer, larger copies and more VRAM."""
     use_stream: bool = False
-    """Copy the next group on a second CUDA stream while the current one computes (faster; two groups on the GPU)."""
+    """Prefetch: copy the next group while the current one computes (faster; two groups on the GPU at once)."""
 
 
 class FlowConfig(Section):

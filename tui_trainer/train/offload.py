@@ -63,10 +63,12 @@ def _place_quant_states(member: OffloadGroup, device: torch.device) -> None:
 class BlockOffload:
     """The offloaded groups of one transformer: where each one is, and the order the forward runs them in."""
 
-    def __init__(self, groups: list[OffloadGroup], onload_device: torch.device, stream: Any = None):
+    def __init__(self, groups: list[OffloadGroup], onload_device: torch.device, stream: Any = None, prefetch: bool = False):
         self.groups = groups
         self.onload_device = onload_device
         self.stream = stream
+        self.prefetch = prefetch
+        """Copy the next group (the previous one in the backward) while this one computes."""
         self.in_forward = False
         self.order: list[OffloadGroup] = []
         """Groups in the order the first forward ran them (for prefetching); complete after that forward."""
@@ -103,7 +105,7 @@ class BlockOffload:
         if self.in_forward and not self.order_known and member not in self.order:
             self.order.append(member)
         self.onload(member)
-        if self.stream is None or not self.order_known or member not in self.order:
+        if not self.prefetch or not self.order_known or member not in self.order:
             return
         index = self.order.index(member) + (1 if self.in_forward else -1)
         if 0 <= index < len(self.order):
@@ -192,10 +194,12 @@ def _place(tensor: torch.Tensor, device: torch.device) -> None:
 
 
 def block_lists(transformer: torch.nn.Module) -> dict[str, torch.nn.ModuleList]:
-    """The transformer's block stacks: its direct ModuleList / Sequential children (FLUX.1's double- and single-stream
-    blocks, Z-Image's layers and refiners, Qwen-Image's blocks)."""
+    """The transformer's block lists: its ModuleList / Sequential children of the blocks diffusers names repeated (FLUX.1's
+    double- and single-stream blocks, Z-Image's layers and refiners, Qwen-Image's blocks), which its forward checkpoints."""
+    kinds = set(getattr(transformer, "_repeated_blocks", None) or ())
     return {name: child for name, child in transformer.named_children()
-            if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)) and len(child)}
+            if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)) and len(child)
+            and (not kinds or all(type(block).__name__ in kinds for block in child))}
 
 
 def apply_block_offload(transformer: torch.nn.Module, onload_device: torch.device, blocks_per_group: int = 1,
@@ -203,15 +207,17 @@ def apply_block_offload(transformer: torch.nn.Module, onload_device: torch.devic
     """Keep the frozen weights of the transformer's blocks in CPU RAM, `blocks_per_group` blocks at a time on
     `onload_device` while they run (forward and backward); everything else of it goes to `onload_device`.
 
+    On a CUDA device the groups copy from pinned CPU copies on a side stream, and offloading only drops the GPU copy
+    (frozen weights never change): only host-to-GPU copies happen. `use_stream` also prefetches the next group.
     Needs gradient checkpointing on (enable_gradient_checkpointing); replaces its checkpointing function."""
     if not getattr(transformer, "gradient_checkpointing", False):
         raise ValueError("block offload needs the transformer's gradient checkpointing on")
     lists = block_lists(transformer)
     if not lists:
         raise ValueError(f"{type(transformer).__name__} has no block list to offload")
-    stream = torch.cuda.Stream(onload_device) if use_stream else None
-    if stream is not None:
-        blocks_per_group = 1
+    if use_stream and onload_device.type != "cuda":
+        raise ValueError(f"use_stream needs a CUDA device, not {onload_device}")
+    stream = torch.cuda.Stream(onload_device) if onload_device.type == "cuda" else None
     config = GroupOffloadingConfig(onload_device=onload_device, offload_device=CPU, offload_type=GroupOffloadingType.BLOCK_LEVEL,
                                    non_blocking=stream is not None, record_stream=False, low_cpu_mem_usage=False,
                                    num_blocks_per_group=blocks_per_group, stream=stream)
@@ -233,7 +239,7 @@ def apply_block_offload(transformer: torch.nn.Module, onload_device: torch.devic
     for tensor in [*transformer.parameters(), *transformer.buffers()]:
         if id(tensor) not in moved:
             _place(tensor, onload_device)
-    offload = BlockOffload(groups, onload_device, stream)
+    offload = BlockOffload(groups, onload_device, stream, prefetch=use_stream)
     for member in groups:
         offload.release(member)
         for block in member.blocks:
