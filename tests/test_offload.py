@@ -234,3 +234,28 @@ def test_validate_refuses_what_offload_cannot_do(family, method, table, message,
                     "[flow.offload]\nenabled = true\n")
     assert main(["config", "validate", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_pipeline_samples_the_same_image_through_offloaded_blocks(poisoned):
+    """Sampling during training: no-grad forwards through the hooks, every block onloaded and sent back in turn."""
+    import numpy as np
+    import torch
+
+    from tui_trainer.devkit.tiny_families import build_tiny_flux
+    from tui_trainer.train.offload import apply_block_offload
+
+    def image(pipeline):
+        result = pipeline("red, circle", width=64, height=64, num_inference_steps=2, max_sequence_length=16,
+                          generator=torch.Generator().manual_seed(1), output_type="np").images[0]
+        return np.asarray(result)
+
+    pipeline = build_tiny_flux()
+    for module in pipeline.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()  # as from_pretrained leaves them: no dropout
+    expected = image(pipeline)
+    pipeline.transformer.enable_gradient_checkpointing()
+    offload = apply_block_offload(pipeline.transformer, torch.device("cpu"))
+    pipeline.to("cpu")
+    assert np.array_equal(image(pipeline), expected)
+    assert not any(member.onloaded for member in offload.groups)
