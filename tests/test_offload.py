@@ -259,3 +259,47 @@ def test_a_pipeline_samples_the_same_image_through_offloaded_blocks(poisoned):
     pipeline.to("cpu")
     assert np.array_equal(image(pipeline), expected)
     assert not any(member.onloaded for member in offload.groups)
+
+
+class _FakeStream:
+    """Stands in for the CUDA side stream: counts the waits."""
+
+    def __init__(self):
+        self.waits = 0
+
+    def synchronize(self):
+        self.waits += 1
+
+
+@pytest.mark.parametrize("blocks_per_group", [1, 2])
+def test_prefetch_brings_the_next_group_early_and_holds_two_groups_at_most(poisoned, blocks_per_group: int):
+    """use_stream's order logic on the CPU (the copies themselves need CUDA): from the second step on, the forward
+    onloads the group after the running one and the backward the one before it; never more than two groups on."""
+    import torch
+
+    from tui_trainer.train.offload import apply_block_offload
+
+    expected_losses, expected = _train(_transformer(layers=3))
+    transformer = _transformer(layers=3)
+    offload = apply_block_offload(transformer, torch.device("cpu"), blocks_per_group=blocks_per_group)
+    offload.stream, offload.prefetch = _FakeStream(), True
+    most, prefetched = [0], []
+    enter, onload = offload.enter, offload.onload
+
+    def counting_enter(member):
+        enter(member)
+        most[0] = max(most[0], sum(group.onloaded for group in offload.groups))
+
+    def recording_onload(member, prefetch=False):
+        if prefetch and not member.onloaded:
+            prefetched.append((offload.in_forward, offload.groups.index(member)))
+        onload(member, prefetch)
+
+    offload.enter, offload.onload = counting_enter, recording_onload
+    losses, actual = _train(transformer)
+    assert losses == pytest.approx(expected_losses, rel=1e-5)
+    assert all(torch.allclose(expected[name], actual[name], atol=1e-6) for name in expected)
+    groups = len(offload.groups)
+    assert [index for forward, index in prefetched if forward] == list(range(1, groups)) * 2  # steps 2 and 3
+    assert sorted({index for forward, index in prefetched if not forward}) == list(range(groups - 1))
+    assert most[0] == 2 and offload.stream.waits > 0

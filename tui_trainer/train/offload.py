@@ -21,6 +21,7 @@ diffusers/hooks/group_offloading.py (0.42) and the CPU checks in tests/test_offl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,6 +184,18 @@ class _PassHook(ModelHook):
         return output
 
 
+class _MoveIsMeantToStay(logging.Filter):
+    """diffusers warns at every `.to(device)` of a group-offloaded model that it stays where it is; the trainer's own
+    calls (accelerate's prepare, sampling's device moves) mean exactly that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is group offloaded and moving it" not in record.getMessage()
+
+
+MOVE_FILTER = _MoveIsMeantToStay()
+MOVE_LOGGERS = ("diffusers.models.modeling_utils", "diffusers.pipelines.pipeline_utils")
+
+
 def _unique(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return list({id(tensor): tensor for tensor in tensors}.values())
 
@@ -248,6 +261,8 @@ def apply_block_offload(transformer: torch.nn.Module, onload_device: torch.devic
                 raise ValueError(f"{type(block).__name__} already has a group-offloading hook")
             registry.register_hook(_BlockHook(offload, member, config), OFFLOAD_HOOK)
     HookRegistry.check_if_exists_or_initialize(transformer).register_hook(_PassHook(offload), PASS_HOOK)
+    for logger in MOVE_LOGGERS:
+        logging.getLogger(logger).addFilter(MOVE_FILTER)
     transformer.enable_gradient_checkpointing(gradient_checkpointing_func=offload.checkpoint)
     return offload
 
