@@ -198,7 +198,7 @@ def _flux_config(folder, *, offload: str = "enabled = true", extra: str = ""):
         f'version = 2\nmethod = "lora"\n{extra}\n[model]\nfamily = "flux1_dev"\nbase_model = "{model}"\ntrain_dtype = "float32"\n'
         f'[workspace]\ndir = "{folder / "ws"}"\nrun_name = "tiny"\noutput_format = "diffusers"\n[[concepts]]\nname = "shapes"\npath = "{data}"\n'
         '[training]\nresolution = "64"\nbatch_size = 2\nmax_steps = 2\ndataloader_workers = 0\ntensorboard = false\n'
-        f'[parts.denoiser]\ndtype = "float32"\n[lora]\nrank = 4\n[flow]\nmax_sequence_length = 16\n[flow.offload]\n{offload}\n'
+        f'[parts.denoiser]\ndtype = "float32"\n[parts.text_encoder]\ndtype = "float32"\n[parts.text_encoder_2]\ndtype = "float32"\n[lora]\nrank = 4\n[flow]\nmax_sequence_length = 16\n[flow.offload]\n{offload}\n'
     )
     return path
 
@@ -303,3 +303,37 @@ def test_prefetch_brings_the_next_group_early_and_holds_two_groups_at_most(poiso
     assert [index for forward, index in prefetched if forward] == list(range(1, groups)) * 2  # steps 2 and 3
     assert sorted({index for forward, index in prefetched if not forward}) == list(range(groups - 1))
     assert most[0] == 2 and offload.stream.waits > 0
+
+
+def test_the_trainer_with_offload_hooks_on_saves_the_same_lora_and_samples(poisoned, tmp_path, monkeypatch):
+    """The whole trainer (accelerate's prepare, sampling, backup, save) with the hooks applied on the CPU as on a GPU,
+    offloaded tensors hidden behind NaNs: the same LoRA file and sample images as a run without offload."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from tui_trainer.cli import main
+    from tui_trainer.train import entry
+    from tui_trainer.train.offload import apply_block_offload
+
+    applied = []
+
+    def on_the_cpu_as_on_a_gpu(transformer, config, device, warn):
+        applied.append(apply_block_offload(transformer, device, config.flow.offload.blocks_per_group))
+        return applied[-1]
+
+    samples = '[[samples]]\nprompt = "red, circle"\nsteps = 2\n[sampling]\nevery = 1\nunit = "steps"\n'
+    outputs = {}
+    for name, offload in (("plain", "enabled = false"), ("offloaded", "enabled = true\nblocks_per_group = 2")):
+        if name == "offloaded":
+            monkeypatch.setattr(entry, "offload_transformer", on_the_cpu_as_on_a_gpu)
+        assert main(["train", str(_flux_config(tmp_path / name, offload=offload, extra=samples))]) == 0
+        (run,) = (tmp_path / name / "ws" / "runs").iterdir()
+        lora = load_file(str(run / "output" / "tiny" / "pytorch_lora_weights.safetensors"))
+        images = [np.asarray(Image.open(path)) for path in sorted((run / "samples").iterdir())]
+        outputs[name] = (lora, images)
+    (lora, images), (offloaded_lora, offloaded_images) = outputs["plain"], outputs["offloaded"]
+    assert len(applied) == 1 and len(images) == 2 and poisoned
+    assert lora.keys() == offloaded_lora.keys() and all(torch.allclose(lora[key], offloaded_lora[key], atol=1e-6) for key in lora)
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(images, offloaded_images, strict=True))
