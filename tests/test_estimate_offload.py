@@ -113,5 +113,7 @@ def test_json_and_text_carry_the_copy_cost(tmp_path, capsys):
     assert offload == {"ram_bytes": 2 * FLUX_BLOCK_PARAMS, "gpu_bytes": FLUX_DOUBLE_BLOCK_BYTES,
                        "bytes_per_step": 4 * FLUX_BLOCK_PARAMS, "seconds_per_step": offload["seconds_per_step"]}
     assert main(["estimate", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "bfloat16     22.17 GiB  on GPU, its blocks in RAM (block offload)" in text
     assert ("block offload: 22.05 GiB of transformer blocks in pinned RAM, 0.63 GiB of them on the GPU at once; copies "
-            "44.10 GiB to the GPU per step, about 2.4 s at 20 GB/s") in capsys.readouterr().out
+            "44.10 GiB to the GPU per step, about 2.4 s at 20 GB/s") in text

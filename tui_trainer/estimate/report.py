@@ -40,6 +40,8 @@ def format_estimate(result: Estimate, title: str, gpu_message: str) -> str:
     lines += ["", "parts:"]
     for name, part in result.parts.items():
         where = "on GPU" if part.resident else "off GPU while training"
+        if result.offload is not None and name == next(iter(result.parts)):
+            where = "on GPU, its blocks in RAM (block offload)"
         lines.append(f"  {name:<15} {part.params:>15,} params  {part.dtype:<9} {gib(part.bytes):>12}  {where}")
     if result.offload is not None:
         lines += ["", offload_line(result)]
