@@ -99,7 +99,7 @@ def test_offload_row_trains_full_size_flux_with_offload_and_notes_the_copy_estim
     assert gpu_check.pending_reason(check) is None
     assert (config.flow.offload.enabled, config.flow.offload.use_stream, config.training.gradient_checkpointing) == (True, True, True)
     estimated = gpu_check.estimate_row(config)
-    assert estimated["offload"]["ram_bytes"] == 2 * (19 * 339_831_296 + 38 * 141_591_808)
+    assert estimated["offload"]["block_bytes"] == 2 * (19 * 339_831_296 + 38 * 141_591_808)
     assert estimated["offload"]["gpu_bytes"] == 2 * 2 * 339_831_296
     row = _train_row(check.name, estimated["total_bytes"], estimated["total_bytes"], 4.0) | {"offloaded_groups": 57}
     row["estimate"] = estimated

@@ -65,6 +65,6 @@ def format_estimate(result: Estimate, title: str, gpu_message: str) -> str:
 def offload_line(result: Estimate) -> str:
     """Block offload's split and per-step copy cost, in words."""
     cost = result.offload
-    return (f"block offload: {gib(cost.ram_bytes)} of transformer blocks in pinned RAM, {gib(cost.gpu_bytes)} of them on the "
-            f"GPU at once; copies {gib(cost.bytes_per_step)} to the GPU per step, about {cost.seconds_per_step:.1f} s at "
+    return (f"block offload: {gib(cost.block_bytes)} of transformer blocks in pinned RAM (taking {gib(cost.ram_bytes)}), "
+            f"{gib(cost.gpu_bytes)} of them on the GPU at once; copies {gib(cost.bytes_per_step)} to the GPU per step, about {cost.seconds_per_step:.1f} s at "
             f"{OFFLOAD_COPY_BYTES_PER_S / 1e9:.0f} GB/s (assumed PCIe 4.0 x16; prefetch hides part of it)")

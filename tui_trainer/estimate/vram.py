@@ -405,8 +405,10 @@ def _load_bytes(plan: Plan, part: PartSpec, dtype: WeightDtype) -> int:
 class OffloadCost:
     """Block offload of the denoiser (flow.offload): where its blocks are and what moving them costs."""
 
+    block_bytes: int
+    """The blocks' frozen weights."""
     ram_bytes: int
-    """The blocks' frozen weights, kept in pinned host RAM."""
+    """The host RAM they take in pinned memory (more than block_bytes: see _pinned_block_bytes)."""
     gpu_bytes: int
     """Of those, the most on the GPU at once: one group (two with prefetch)."""
     bytes_per_step: int
@@ -426,22 +428,31 @@ def _block_bytes(stack: BlockStack, dtype: WeightDtype) -> int:
     return round(stack.params * WEIGHT_BYTES[dtype])
 
 
+def _pinned_block_bytes(stack: BlockStack, dtype: WeightDtype) -> int:
+    """Pinned host bytes of one offloaded block: every tensor rounded up to a power of two of bytes, as torch's
+    pinned-memory allocator does (nf4: Linear weights packed at 4 bits, their absmax kept apart, unpinned)."""
+    if dtype in LINEAR_ONLY_DTYPES:
+        return round(stack.rounded_linear_params * 0.5 + stack.rounded_other_params * 2)
+    return round((stack.rounded_linear_params + stack.rounded_other_params) * WEIGHT_BYTES[dtype])
+
+
 def offload_split(plan: Plan) -> OffloadCost:
     """Block offload under the plan (all zeros when off): LoRA only, on a denoiser with block lists."""
     part = plan.spec.denoiser
     if not plan.offload_group or not part.blocks or plan.method is not Method.LORA:
-        return OffloadCost(0, 0, 0, 0.0)
+        return OffloadCost(0, 0, 0, 0, 0.0)
     dtype = plan.dtypes[part.name]
     total = sum(stack.count * _block_bytes(stack, dtype) for stack in part.blocks)
+    pinned = sum(stack.count * _pinned_block_bytes(stack, dtype) for stack in part.blocks)
     group = max(min(plan.offload_group, stack.count) * _block_bytes(stack, dtype) for stack in part.blocks)
     copied = 2 * total * plan.accumulation
-    return OffloadCost(total, group * (2 if plan.offload_prefetch else 1), copied, copied / OFFLOAD_COPY_BYTES_PER_S)
+    return OffloadCost(total, pinned, group * (2 if plan.offload_prefetch else 1), copied, copied / OFFLOAD_COPY_BYTES_PER_S)
 
 
 def offload_cost(plan: Plan) -> OffloadCost | None:
     """The plan's block offload, or None when it does not apply."""
     cost = offload_split(plan)
-    return cost if cost.ram_bytes else None
+    return cost if cost.block_bytes else None
 
 
 def _phases(plan: Plan) -> tuple[dict[str, PhaseMemory], dict[str, int], dict[str, tuple[int, bool]]]:
@@ -462,7 +473,7 @@ def _phases(plan: Plan) -> tuple[dict[str, PhaseMemory], dict[str, int], dict[st
         if resident and not (finetune and name in trained):
             frozen_weights += size
     offloaded = offload_split(plan)
-    frozen_weights -= offloaded.ram_bytes - offloaded.gpu_bytes
+    frozen_weights -= offloaded.block_bytes - offloaded.gpu_bytes
     trainable = sum(t.bytes for t in trained.values())
     optimizer = sum(t.optimizer_bytes(state) for t in trained.values()) + (trainable if plan.ema else 0)
     activations = _activation_bytes(plan, trained)
