@@ -185,17 +185,17 @@ def test_nf4_blocks_offload_with_their_quant_state():
     assert all(math.isfinite(loss) for loss in losses) and all(torch.isfinite(weight).all() for weight in weights.values())
 
 
-def _flux_config(folder, *, offload: str = "enabled = true", extra: str = ""):
-    """A tiny FLUX.1-dev LoRA config: 64 px, 2 steps, checkpointing on, the given [flow.offload] table."""
+def _flux_config(folder, *, offload: str = "enabled = true", extra: str = "", family: str = "flux1_dev"):
+    """A tiny flow-family LoRA config (FLUX.1-dev unless told): 64 px, 2 steps, checkpointing on, the given [flow.offload]."""
     from tui_trainer.devkit.datasets import make_dataset
     from tui_trainer.devkit.tiny_families import save_tiny_model
     from tui_trainer.config.enums import Family
 
-    model = save_tiny_model(folder / "model", Family.FLUX1_DEV)
+    model = save_tiny_model(folder / "model", Family(family))
     data = make_dataset(folder / "data", ((64, 64, 2),))
     path = folder / "config.toml"
     path.write_text(
-        f'version = 2\nmethod = "lora"\n{extra}\n[model]\nfamily = "flux1_dev"\nbase_model = "{model}"\ntrain_dtype = "float32"\n'
+        f'version = 2\nmethod = "lora"\n{extra}\n[model]\nfamily = "{family}"\nbase_model = "{model}"\ntrain_dtype = "float32"\n'
         f'[workspace]\ndir = "{folder / "ws"}"\nrun_name = "tiny"\noutput_format = "diffusers"\n[[concepts]]\nname = "shapes"\npath = "{data}"\n'
         '[training]\nresolution = "64"\nbatch_size = 2\nmax_steps = 2\ndataloader_workers = 0\ntensorboard = false\n'
         f'[parts.denoiser]\ndtype = "float32"\n[parts.text_encoder]\ndtype = "float32"\n[parts.text_encoder_2]\ndtype = "float32"\n[lora]\nrank = 4\n[flow]\nmax_sequence_length = 16\n[flow.offload]\n{offload}\n'
@@ -305,7 +305,8 @@ def test_prefetch_brings_the_next_group_early_and_holds_two_groups_at_most(poiso
     assert most[0] == 2 and offload.stream.waits > 0
 
 
-def test_the_trainer_with_offload_hooks_on_saves_the_same_lora_and_samples(poisoned, tmp_path, monkeypatch):
+@pytest.mark.parametrize("family", ["flux1_dev", "chroma", "z_image", "qwen_image"])
+def test_the_trainer_with_offload_hooks_on_saves_the_same_lora_and_samples(family, poisoned, tmp_path, monkeypatch):
     """The whole trainer (accelerate's prepare, sampling, backup, save) with the hooks applied on the CPU as on a GPU,
     offloaded tensors hidden behind NaNs: the same LoRA file and sample images as a run without offload."""
     import numpy as np
@@ -328,7 +329,7 @@ def test_the_trainer_with_offload_hooks_on_saves_the_same_lora_and_samples(poiso
     for name, offload in (("plain", "enabled = false"), ("offloaded", "enabled = true\nblocks_per_group = 2")):
         if name == "offloaded":
             monkeypatch.setattr(entry, "offload_transformer", on_the_cpu_as_on_a_gpu)
-        assert main(["train", str(_flux_config(tmp_path / name, offload=offload, extra=samples))]) == 0
+        assert main(["train", str(_flux_config(tmp_path / name, offload=offload, extra=samples, family=family))]) == 0
         (run,) = (tmp_path / name / "ws" / "runs").iterdir()
         lora = load_file(str(run / "output" / "tiny" / "pytorch_lora_weights.safetensors"))
         images = [np.asarray(Image.open(path)) for path in sorted((run / "samples").iterdir())]
