@@ -38,3 +38,15 @@ async def test_offload_fields_are_left_out_for_other_families(tmp_path: Path):
         await goto(pilot, screen, "model")
         assert "Transformer offload" not in screen_text(app)
         assert not any(screen.query(f"#field-{key}") for key in OFFLOAD_KEYS)
+
+
+def test_the_vram_panel_gives_the_copy_cost_per_step():
+    from tui_trainer.config import load_preset
+    from tui_trainer.estimate import estimate
+    from tui_trainer.tui.widgets.vram_panel import render_estimate
+
+    config = load_preset("flux1-dev-lora")
+    assert "block offload" not in render_estimate(estimate(config)).plain
+    config.parts.denoiser.dtype = "bfloat16"
+    config.flow.offload.enabled = True
+    assert "\nblock offload: 44.1 GiB copied a step, ~2.4 s" in render_estimate(estimate(config)).plain
