@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_out", "ff.net.2"]
 
 
-def _transformer(layers: int = 2, nf4: bool = False):
+def _transformer(layers: int = 2, nf4: bool = False, fp8: bool = False):
     import peft
     import torch
     from diffusers import FluxTransformer2DModel
@@ -32,6 +32,8 @@ def _transformer(layers: int = 2, nf4: bool = False):
     if nf4:
         quantize_nf4(transformer, torch.float32)
         transformer.to("cpu")
+    if fp8:
+        transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
     transformer.requires_grad_(False)
     transformer.add_adapter(peft.LoraConfig(r=4, lora_alpha=4, target_modules=TARGETS, init_lora_weights=False))
     for param in transformer.parameters():
@@ -338,3 +340,18 @@ def test_the_trainer_with_offload_hooks_on_saves_the_same_lora_and_samples(famil
     assert len(applied) == 1 and len(images) == 2 and poisoned
     assert lora.keys() == offloaded_lora.keys() and all(torch.allclose(lora[key], offloaded_lora[key], atol=1e-6) for key in lora)
     assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(images, offloaded_images, strict=True))
+
+
+def test_float8_storage_trains_the_same_through_offloaded_blocks(poisoned):
+    """parts.denoiser.dtype = float8 (diffusers' layerwise casting hooks inside the offloaded blocks)."""
+    import torch
+
+    from tui_trainer.train.offload import apply_block_offload
+
+    expected_losses, expected = _train(_transformer(fp8=True), steps=2)
+    transformer = _transformer(fp8=True)
+    offload = apply_block_offload(transformer, torch.device("cpu"), blocks_per_group=2)
+    assert {param.dtype for member in offload.groups for param in member.group.parameters} >= {torch.float8_e4m3fn}
+    losses, actual = _train(transformer, steps=2)
+    assert losses == pytest.approx(expected_losses, rel=1e-5)
+    assert all(torch.allclose(expected[name], actual[name], atol=1e-6) for name in expected)
