@@ -16,6 +16,7 @@ markers (`--table-from` rebuilds it from a JSON lines file). A failure (OOM, tim
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -115,9 +116,15 @@ CHECKS: tuple[Check, ...] = (
     Check("z-image-lora-1024", "z_image", "z-image-lora", BS1 | {"training.resolution": "1024"}, 40, 2.0, default=False),
     Check("qwen-image-lora-nf4-1024", "qwen_image", "qwen-image-lora", BS1 | {"training.resolution": "1024"}, 60, 5.0,
           default=False),
+    Check("flux1-dev-lora-offload-bf16-1024", "flux1_dev", "flux1-dev-lora",
+          BS1 | {"parts.denoiser.dtype": "bfloat16", "training.resolution": "1024", "flow.offload.enabled": True,
+                 "flow.offload.use_stream": True}, 75, 5.0, default=False),
+    Check("flux1-dev-lora-bf16-1024", "flux1_dev", "flux1-dev-lora",
+          BS1 | {"parts.denoiser.dtype": "bfloat16", "training.resolution": "1024"}, 60, 2.5, default=False),
 )
 """The issue's configs, most wanted first (the budget skips from the end). A row whose family, preset or full-size
-builder is not in the code yet is listed as pending and becomes a check once all three exist."""
+builder is not in the code yet is listed as pending and becomes a check once all three exist. The two bf16 FLUX.1 rows
+(run them together with --only) give block offload's VRAM saving and its cost in step time."""
 CHECKS_BY_NAME = {check.name: check for check in CHECKS}
 
 RUN_OVERRIDES: dict[str, Any] = {
@@ -181,7 +188,8 @@ def estimate_row(config: TrainConfig) -> dict[str, Any]:
     phases = {name: phase_bytes(value) for name, value in result.phases.items()}
     return {"total_bytes": result.total_bytes, "peak_phase": result.peak_phase, "phases": phases,
             "ram_bytes": result.ram_bytes, "breakdown": dict(result.breakdown),
-            "parts": {name: part.params for name, part in result.parts.items()}}
+            "parts": {name: part.params for name, part in result.parts.items()},
+            "offload": None if result.offload is None else dataclasses.asdict(result.offload)}
 
 
 # --- full-size random models (meta device for the dry run, CUDA for the check) -----------------------------------
@@ -512,8 +520,10 @@ def run_trainer(check: Check, steps: int, workdir: Path) -> dict[str, Any]:
         recipe.cleanup()
         monitor.close()
     times = [event.time for event in read_events(run.events_file) if isinstance(event, StepEvent)]
+    offload = getattr(recipe, "offload", None)
     return {"steps_done": len(times), "s_per_step": step_seconds(times),
-            "setup_train_s": round(time.perf_counter() - started, 1), **meter.summary()}
+            "setup_train_s": round(time.perf_counter() - started, 1), **meter.summary(),
+            "offloaded_groups": len(offload.groups) if offload is not None else 0}
 
 
 def run_bare(check: Check, steps: int, workdir: Path) -> dict[str, Any]:
@@ -779,6 +789,15 @@ def _in_goal(top: float | None, bottom: float | None) -> str:
     return "" if GOAL[0] <= top / bottom <= GOAL[1] else f"est / used outside {GOAL[0]}-{GOAL[1]}"
 
 
+def _offload_note(est: dict[str, Any], train: dict[str, Any]) -> str:
+    """Block offload rows: groups the trainer offloaded, and the estimate's copy time per step beside the step time."""
+    offload = est.get("offload")
+    if not offload:
+        return ""
+    return (f"offload: {train.get('offloaded_groups', 0)} groups, est {gib(offload['gpu_bytes'])} GiB of blocks on the GPU, "
+            f"copies {gib(offload['bytes_per_step'])} GiB = {offload['seconds_per_step']:.2f} s/step at the assumed rate")
+
+
 def table(rows: list[dict[str, Any]], steps: int) -> str:
     """The Markdown table of a GPU run: estimate / measured per check, with the machine it ran on."""
     ran = [row for row in rows if row.get("gpu")]
@@ -805,7 +824,8 @@ def table(rows: list[dict[str, Any]], steps: int) -> str:
         used = train["device_used_peak"]
         step_allocated = train["phases"].get("training_step", {}).get("allocated")
         bare_s = bare.get("s_per_step") if bare.get("ok") else None
-        note = "; ".join(filter(None, [_in_goal(est["total_bytes"], used), bare.get("error") or bare.get("skipped")]))
+        note = "; ".join(filter(None, [_in_goal(est["total_bytes"], used), bare.get("error") or bare.get("skipped"),
+                                       _offload_note(est, train)]))
         lines.append(
             f"| {name} | {gib(est['total_bytes'])} ({est['peak_phase']}) | {gib(train['peak_allocated'])} "
             f"| {gib(train['peak_reserved'])} | {gib(used)} | {_ratio(est['total_bytes'], used)} "

@@ -91,3 +91,17 @@ def test_table_replaces_only_its_section(tmp_path):
     assert gpu_check.gpu_section(twice).startswith(gpu_check.SECTION_BEGIN) and "T2" in gpu_check.gpu_section(twice)
 
 
+
+
+def test_offload_row_trains_full_size_flux_with_offload_and_notes_the_copy_estimate():
+    check = gpu_check.CHECKS_BY_NAME["flux1-dev-lora-offload-bf16-1024"]
+    config = gpu_check.check_config(check)
+    assert gpu_check.pending_reason(check) is None
+    assert (config.flow.offload.enabled, config.flow.offload.use_stream, config.training.gradient_checkpointing) == (True, True, True)
+    estimated = gpu_check.estimate_row(config)
+    assert estimated["offload"]["block_bytes"] == 2 * (19 * 339_831_296 + 38 * 141_591_808)
+    assert estimated["offload"]["gpu_bytes"] == 2 * 2 * 339_831_296
+    row = _train_row(check.name, estimated["total_bytes"], estimated["total_bytes"], 4.0) | {"offloaded_groups": 57}
+    row["estimate"] = estimated
+    line = next(line for line in gpu_check.table([row], 6).splitlines() if line.startswith(f"| {check.name} |"))
+    assert "offload: 57 groups, est 1.27 GiB of blocks on the GPU, copies 44.10 GiB = 2.37 s/step" in line

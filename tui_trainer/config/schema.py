@@ -511,6 +511,17 @@ class PartsConfig(Section):
         return {**data, **frozen}
 
 
+class OffloadConfig(Section):
+    """Flow families, LoRA: the transformer's blocks wait in pinned CPU RAM and go to the GPU for their forward and backward."""
+
+    enabled: bool = False
+    """Offload when VRAM is short (costs copy time per step: see the estimate); needs training.gradient_checkpointing."""
+    blocks_per_group: int = Field(default=1, ge=1, le=64)
+    """Blocks copied to the GPU together: more = fewer, larger copies and more VRAM."""
+    use_stream: bool = False
+    """Prefetch: copy the next group while the current one computes (faster; two groups on the GPU at once)."""
+
+
 class FlowConfig(Section):
     """Flow-matching training (FLUX.1, Chroma): how noise levels are drawn and what the transformer is told."""
 
@@ -529,6 +540,8 @@ class FlowConfig(Section):
     """FLUX.1-dev: the guidance value given to its guidance embedding while training."""
     max_sequence_length: int | None = Field(default=None, ge=16, le=512)
     """Text tokens per caption (T5 for FLUX.1 and Chroma, Qwen for Z-Image and Qwen-Image); absent = the family's (512; 256 for schnell)."""
+    offload: OffloadConfig = Field(default_factory=OffloadConfig)
+    """Block offload of the transformer to CPU RAM ([flow.offload])."""
 
 
 class LoraConfig(Section):

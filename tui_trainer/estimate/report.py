@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tui_trainer.estimate.vram import Estimate
+from tui_trainer.estimate.vram import OFFLOAD_COPY_BYTES_PER_S, Estimate
 from tui_trainer.units import GIB
 
 UNITS = {"": GIB, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
@@ -40,7 +40,11 @@ def format_estimate(result: Estimate, title: str, gpu_message: str) -> str:
     lines += ["", "parts:"]
     for name, part in result.parts.items():
         where = "on GPU" if part.resident else "freed after caching" if part.freed else "off GPU while training"
+        if result.offload is not None and name == next(iter(result.parts)):
+            where = "on GPU, its blocks in RAM (block offload)"
         lines.append(f"  {name:<15} {part.params:>15,} params  {part.dtype:<9} {gib(part.bytes):>12}  {where}")
+    if result.offload is not None:
+        lines += ["", offload_line(result)]
     lines.append("")
     if result.budget_bytes is None:
         lines.append(f"budget: none ({gpu_message}; give one with --gpu-memory 24GiB)")
@@ -56,3 +60,11 @@ def format_estimate(result: Estimate, title: str, gpu_message: str) -> str:
         lines += ["", "warnings:"]
         lines += [f"  ! {warning}" for warning in result.warnings]
     return "\n".join(lines) + "\n"
+
+
+def offload_line(result: Estimate) -> str:
+    """Block offload's split and per-step copy cost, in words."""
+    cost = result.offload
+    return (f"block offload: {gib(cost.block_bytes)} of transformer blocks in pinned RAM (taking {gib(cost.ram_bytes)}), "
+            f"{gib(cost.gpu_bytes)} of them on the GPU at once; copies {gib(cost.bytes_per_step)} to the GPU per step, about {cost.seconds_per_step:.1f} s at "
+            f"{OFFLOAD_COPY_BYTES_PER_S / 1e9:.0f} GB/s (assumed PCIe 4.0 x16; prefetch hides part of it)")

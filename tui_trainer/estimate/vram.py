@@ -7,6 +7,7 @@ its calibration points are in docs/vram.md.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -23,7 +24,7 @@ from tui_trainer.config.enums import (
 from tui_trainer.config.schema import TrainConfig, parse_resolution
 from tui_trainer.estimate.gpu import GpuInfo
 from tui_trainer.models.families import (
-    BNB_MIN_8BIT_NUMEL, FamilySpec, PartRole, PartSpec, TensorShape, frees_text_encoders, spec_for_model,
+    BNB_MIN_8BIT_NUMEL, BlockStack, FamilySpec, PartRole, PartSpec, TensorShape, frees_text_encoders, spec_for_model,
 )
 from tui_trainer.units import GIB
 
@@ -55,6 +56,8 @@ PROCESS_RAM_BYTES = 3 * GIB
 """Host RAM of the trainer process before any weights: Python, torch, diffusers, CUDA's host libraries (assumption)."""
 INFERENCE_FRACTION = 0.28
 """No-grad denoiser forward peak per sample as a fraction of its checkpointed training activations (SD1.5, measured)."""
+OFFLOAD_COPY_BYTES_PER_S = 20e9
+"""Host-to-GPU copy rate assumed for block offload: PCIe 4.0 x16 from pinned memory (an assumption, docs/vram.md)."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,8 @@ class Estimate:
     """VRAM and RAM peaks of every phase that happens (loading, text_caching, latent_caching, training_step, sampling,
     validation)."""
     gpu: GpuInfo | None = None
+    offload: OffloadCost | None = None
+    """Block offload's memory split and copy cost (flow.offload on), else None."""
 
     @property
     def ram_bytes(self) -> int:
@@ -209,6 +214,7 @@ class Estimate:
             "fits": self.fits,
             "suggestions": [{"change": s.change, "saves_bytes": s.saves_bytes} for s in self.suggestions],
             "warnings": list(self.warnings),
+            "offload": None if self.offload is None else dataclasses.asdict(self.offload),
         }
 
 
@@ -241,6 +247,10 @@ class Plan(NamedTuple):
     """Sample (width, height) when sampling happens during the run; empty = no sampling."""
     validation_batch: int = 0
     """Images per validation forward pass (no gradients) when validation loss is measured; 0 = none."""
+    offload_group: int = 0
+    """Denoiser blocks per group on the GPU under block offload (flow.offload); 0 = off."""
+    offload_prefetch: bool = False
+    """Block offload prefetches the next group (two groups on the GPU)."""
     captions_vary: bool = False
     """Some concept shuffles or drops tags or captions (then text outputs are cached as they come)."""
 
@@ -302,6 +312,8 @@ def plan_from_config(
         validation_batch=batch if config.validation.every and any(
             concept.enabled and concept.type is ConceptType.VALIDATION for concept in config.concepts) else 0,
         captions_vary=any(c.shuffle_tags or c.tag_dropout or c.caption_dropout for c in config.concepts),
+        offload_group=config.flow.offload.blocks_per_group if config.flow.offload.enabled else 0,
+        offload_prefetch=config.flow.offload.use_stream,
     )
 
 
@@ -403,6 +415,60 @@ def _load_bytes(plan: Plan, part: PartSpec, dtype: WeightDtype) -> int:
     return _weight_bytes(part, dtype)
 
 
+@dataclass(frozen=True)
+class OffloadCost:
+    """Block offload of the denoiser (flow.offload): where its blocks are and what moving them costs."""
+
+    block_bytes: int
+    """The blocks' frozen weights."""
+    ram_bytes: int
+    """The host RAM they take in pinned memory (more than block_bytes: see _pinned_block_bytes)."""
+    gpu_bytes: int
+    """Of those, the most on the GPU at once: one group (two with prefetch)."""
+    bytes_per_step: int
+    """Host-to-GPU copies per optimizer step: every block for each forward and again for its backward rerun."""
+    seconds_per_step: float
+    """Those copies at OFFLOAD_COPY_BYTES_PER_S (prefetch hides part of it behind compute)."""
+
+
+OFFLOAD_CHANGE = "flow.offload.enabled = true (and training.gradient_checkpointing)"
+"""Suggested only when the peak is over the budget (or there is none): it costs time every step."""
+
+
+def _block_bytes(stack: BlockStack, dtype: WeightDtype) -> int:
+    """Stored bytes of one block (nf4 applies to its Linear weights)."""
+    if dtype in LINEAR_ONLY_DTYPES:
+        return round(stack.linear_weight_params * WEIGHT_BYTES[dtype] + (stack.params - stack.linear_weight_params) * 2)
+    return round(stack.params * WEIGHT_BYTES[dtype])
+
+
+def _pinned_block_bytes(stack: BlockStack, dtype: WeightDtype) -> int:
+    """Pinned host bytes of one offloaded block: every tensor rounded up to a power of two of bytes, as torch's
+    pinned-memory allocator does (nf4: Linear weights packed at 4 bits, their absmax kept apart, unpinned)."""
+    if dtype in LINEAR_ONLY_DTYPES:
+        return round(stack.rounded_linear_params * 0.5 + stack.rounded_other_params * 2)
+    return round((stack.rounded_linear_params + stack.rounded_other_params) * WEIGHT_BYTES[dtype])
+
+
+def offload_split(plan: Plan) -> OffloadCost:
+    """Block offload under the plan (all zeros when off): LoRA only, on a denoiser with block lists."""
+    part = plan.spec.denoiser
+    if not plan.offload_group or not part.blocks or plan.method is not Method.LORA:
+        return OffloadCost(0, 0, 0, 0, 0.0)
+    dtype = plan.dtypes[part.name]
+    total = sum(stack.count * _block_bytes(stack, dtype) for stack in part.blocks)
+    pinned = sum(stack.count * _pinned_block_bytes(stack, dtype) for stack in part.blocks)
+    group = max(min(plan.offload_group, stack.count) * _block_bytes(stack, dtype) for stack in part.blocks)
+    copied = 2 * total * plan.accumulation
+    return OffloadCost(total, pinned, group * (2 if plan.offload_prefetch else 1), copied, copied / OFFLOAD_COPY_BYTES_PER_S)
+
+
+def offload_cost(plan: Plan) -> OffloadCost | None:
+    """The plan's block offload, or None when it does not apply."""
+    cost = offload_split(plan)
+    return cost if cost.block_bytes else None
+
+
 def _phases(plan: Plan) -> tuple[dict[str, PhaseMemory], dict[str, int], dict[str, tuple[int, bool]]]:
     """(VRAM and RAM per phase, training-step breakdown, (bytes, resident) per part).
 
@@ -420,6 +486,8 @@ def _phases(plan: Plan) -> tuple[dict[str, PhaseMemory], dict[str, int], dict[st
         parts[name] = (size, resident)
         if resident and not (finetune and name in trained):
             frozen_weights += size
+    offloaded = offload_split(plan)
+    frozen_weights -= offloaded.block_bytes - offloaded.gpu_bytes
     trainable = sum(t.bytes for t in trained.values())
     optimizer = sum(t.optimizer_bytes(state) for t in trained.values()) + (trainable if plan.ema else 0)
     activations = _activation_bytes(plan, trained)
@@ -445,7 +513,7 @@ def _phases(plan: Plan) -> tuple[dict[str, PhaseMemory], dict[str, int], dict[st
     phases = {
         "loading": PhaseMemory(CUDA_CONTEXT_BYTES, PROCESS_RAM_BYTES + sum(
             _load_bytes(plan, part, plan.dtypes[name]) for name, part in plan.spec.parts.items())),
-        "training_step": PhaseMemory(sum(breakdown.values()), PROCESS_RAM_BYTES + off_gpu),
+        "training_step": PhaseMemory(sum(breakdown.values()), PROCESS_RAM_BYTES + off_gpu + offloaded.ram_bytes),
     }
     parked = 0
     if plan.cache_text:
@@ -463,12 +531,12 @@ def _phases(plan: Plan) -> tuple[dict[str, PhaseMemory], dict[str, int], dict[st
                 _autoencoder_pass_bytes(plan, w, h, plan.spec.decode_bytes_per_pixel))
             for w, h in plan.sample_sizes
         )
-        phases["sampling"] = PhaseMemory(round(held + off_gpu + sampling), PROCESS_RAM_BYTES)
+        phases["sampling"] = PhaseMemory(round(held + off_gpu + sampling), PROCESS_RAM_BYTES + offloaded.ram_bytes)
     if plan.validation_batch:
         forward = (plan.validation_batch * plan.spec.latent_pixels(plan.width, plan.height)
                    * plan.spec.activations.checkpointed_bytes_per_latent_pixel * INFERENCE_FRACTION)
         phases["validation"] = PhaseMemory(round(frozen_weights + trainable + optimizer + CUDA_CONTEXT_BYTES + forward),
-                                           PROCESS_RAM_BYTES + off_gpu)
+                                           PROCESS_RAM_BYTES + off_gpu + offloaded.ram_bytes)
     return phases, breakdown, parts
 
 
@@ -514,7 +582,17 @@ def _candidate_changes(plan: Plan) -> list[tuple[str, Plan | None]]:
         (f"training.batch_size = 1, gradient_accumulation = {plan.batch_size * plan.accumulation}",
          plan._replace(batch_size=1, accumulation=plan.batch_size * plan.accumulation) if plan.batch_size > 1 else None),
         (f"training.resolution = '{lower.width}x{lower.height}'" if lower else "", lower),
+        _offload_change(plan),
     ]
+
+
+def _offload_change(plan: Plan) -> tuple[str, Plan | None]:
+    """Block offload as a suggestion, with its copy cost in the words."""
+    if plan.method is not Method.LORA or not plan.spec.denoiser.blocks or plan.offload_group:
+        return OFFLOAD_CHANGE, None
+    changed = plan._replace(offload_group=1, checkpointing=True)
+    cost = offload_split(changed)
+    return f"{OFFLOAD_CHANGE}: about {cost.seconds_per_step:.1f} s of copies per step", changed
 
 
 def _suggestions(plan: Plan, total: int) -> list[Suggestion]:
@@ -579,8 +657,10 @@ def estimate(
         peak_phase=peak_phase,
         budget_bytes=budget,
         fits=None if budget is None else total <= budget,
-        suggestions=_suggestions(plan, total),
+        suggestions=[s for s in _suggestions(plan, total)
+                     if not s.change.startswith(OFFLOAD_CHANGE) or budget is None or total > budget],
         warnings=_warnings(plan, gpu),
         phases=phases,
         gpu=gpu,
+        offload=offload_cost(plan) if plan.offload_group else None,
     )

@@ -91,6 +91,24 @@ ADAPTER_TENSORS = {
 
 
 @dataclass(frozen=True)
+class BlockStack:
+    """`count` alike blocks of one of a denoiser's block lists (what flow.offload moves between RAM and GPU)."""
+
+    name: str
+    """The block list's attribute name (transformer_blocks, single_transformer_blocks, layers, ...)."""
+    count: int
+    params: int
+    """Parameters of one block."""
+    linear_weight_params: int
+    """Of those, nn.Linear weights (what nf4 quantises)."""
+    rounded_linear_params: int = 0
+    """The Linear weights' element counts, each tensor's rounded up to a power of two: torch's pinned-memory allocator
+    rounds every allocation so, and the offloaded blocks wait in pinned memory."""
+    rounded_other_params: int = 0
+    """The same for the block's other tensors (norms, biases)."""
+
+
+@dataclass(frozen=True)
 class PartSpec:
     """One model part (denoiser, text encoder or autoencoder) of a family."""
 
@@ -121,6 +139,8 @@ class PartSpec:
     """What the TUI calls it; empty = its name in words."""
     trainable: bool = True
     """Its [parts.*] table can train it (False: only its dtype counts, e.g. PixArt's frozen T5)."""
+    blocks: tuple[BlockStack, ...] = ()
+    """The denoiser's block lists, for block offload (flow families); empty = it has none to offload."""
 
     @property
     def label(self) -> str:
@@ -400,6 +420,9 @@ each block's input plus one block recomputed. Derived at 1024 px with 512 text t
 FLOW_FIELDS = ("flow.timestep_sampling", "flow.logit_mean", "flow.logit_std", "flow.sigmoid_scale", "flow.shift",
                "flow.max_sequence_length", "model.transformer")
 """Config keys of every flow-matching family (their transformers also load from one file: model.transformer)."""
+OFFLOAD_FIELDS = ("flow.offload.enabled", "flow.offload.blocks_per_group", "flow.offload.use_stream")
+"""Block offload of the transformer to CPU RAM: every flow family's transformer is a stack of blocks."""
+FLOW_FIELDS += OFFLOAD_FIELDS
 DDPM_FIELDS = ("model.prediction_type", "model.zero_terminal_snr", "training.min_snr_gamma")
 """Config keys of the DDPM (noise / v-prediction) families only."""
 
@@ -479,6 +502,21 @@ Z_IMAGE_ACTIVATIONS = ActivationProfile(2_070_000, 170_000, (SelfAttentionLevel(
 """Derived like FLUX_ACTIVATIONS: about 30 saved 16-bit tensors of width 3840 per token and block, over 30 blocks of image +
 text tokens (512 text tokens at 1024 px) and 2 + 2 refiner blocks; with checkpointing each block's input plus one block
 recomputed, with FLUX's margin. Unmeasured: the GPU check is to measure it."""
+_FLUX_BLOCKS = (BlockStack("transformer_blocks", 19, 339_831_296, 339_738_624, 536_870_912, 139_776),
+                BlockStack("single_transformer_blocks", 38, 141_591_808, 141_557_760, 218_103_808, 49_408))
+FLUX1_DEV_TRANSFORMER = replace(FLUX1_DEV_TRANSFORMER, blocks=_FLUX_BLOCKS)
+FLUX1_SCHNELL_TRANSFORMER = replace(FLUX1_SCHNELL_TRANSFORMER, blocks=_FLUX_BLOCKS)
+CHROMA_TRANSFORMER = replace(CHROMA_TRANSFORMER, blocks=(
+    BlockStack("transformer_blocks", 19, 226_548_224, 226_492_416, 402_653_184, 74_240),
+    BlockStack("single_transformer_blocks", 38, 113_271_040, 113_246_208, 184_549_376, 33_024)))
+Z_IMAGE_TRANSFORMER = replace(Z_IMAGE_TRANSFORMER, blocks=(
+    BlockStack("noise_refiner", 2, 180_910_336, 180_879_360, 272_629_760, 33_024),
+    BlockStack("context_refiner", 2, 176_962_816, 176_947_200, 268_435_456, 16_640),
+    BlockStack("layers", 30, 180_910_336, 180_879_360, 272_629_760, 33_024)))
+QWEN_IMAGE_TRANSFORMER = replace(QWEN_IMAGE_TRANSFORMER, blocks=(
+    BlockStack("transformer_blocks", 60, 339_831_296, 339_738_624, 536_870_912, 139_776),))
+"""The flow transformers' block lists (meta-device builds, checked in tests/test_estimate_offload.py)."""
+
 FAMILIES: dict[Family, FamilySpec] = {
     Family.SD15: FamilySpec(
         Family.SD15, "Stable Diffusion 1.5",

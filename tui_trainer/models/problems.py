@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tui_trainer.config import ConfigProblem, TrainConfig, check_paths
-from tui_trainer.config.enums import OutputFormat, PredictionType
+from tui_trainer.config.enums import Method, OutputFormat, PredictionType
 from tui_trainer.models.families import FAMILIES, family_spec, field_applies
 
 
@@ -30,6 +30,26 @@ def family_problems(config: TrainConfig, config_file: str | Path | None = None) 
     comfyui = comfyui_format_problem(config)
     if comfyui:
         problems.append(ConfigProblem(file, "workspace.output_format", comfyui))
+    return problems + offload_problems(config, file)
+
+
+def offload_problems(config: TrainConfig, file: str = "") -> list[ConfigProblem]:
+    """What block offload of the transformer (flow.offload) cannot do: see docs/vram.md for why."""
+    if not config.flow.offload.enabled:
+        return []
+    spec = family_spec(config.model.family)
+    key = "flow.offload.enabled"
+    if not field_applies(config.model.family, key):
+        return [ConfigProblem(file, key, f"{spec.label} has no block offload; it is for the flow families' transformers")]
+    problems = []
+    if config.method is not Method.LORA:
+        problems.append(ConfigProblem(file, key, f"block offload is for method 'lora' (frozen transformer weights); "
+                                      f"{config.method.value!r} trains the weights it would move: use lora, or set it to false"))
+    if not config.training.gradient_checkpointing:
+        problems.append(ConfigProblem(file, "training.gradient_checkpointing", "flow.offload needs it true: the backward "
+                                      "reruns each block's forward, which brings the block's weights back to the GPU"))
+    if config.distributed.num_processes > 1:
+        problems.append(ConfigProblem(file, key, "block offload trains on one GPU here; set distributed.num_processes = 1"))
     return problems
 
 

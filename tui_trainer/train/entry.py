@@ -51,6 +51,7 @@ from tui_trainer.train.methods import SavedFile, backup_state, method_hook, meth
 from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, part_configs
 from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer, chain_trackers
 from tui_trainer.train.notify import notifier_for
+from tui_trainer.train.offload import offload_transformer
 from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, build_optimizer
 from tui_trainer.train.resume import config_changes, dataset_fingerprint, plan_paths
 from tui_trainer.train.sampling import encode_sample_prompts, make_samples, sampling_problem
@@ -235,6 +236,7 @@ class TrainRecipe:
             for part in self.parts:
                 if part.name in TEXT_ENCODER_PARTS:
                     part.module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.offload = offload_transformer(self.model.unet, self.config, self.device, self.monitor.warning)
         trained = {part.name for part in self.parts}
         for name in ("unet", *self.model.text_encoders):
             if name not in trained:

@@ -28,3 +28,4 @@ class ModelMethodPane(SectionPane):
         model = self.document.config.model
         for part in spec_for_model(model.family, model.base_model).configured_parts:
             yield Group(f"{part.label} weights", f"parts.{part.config_section}", ("dtype",))
+        yield Group("Transformer offload (flow families)", "flow.offload")

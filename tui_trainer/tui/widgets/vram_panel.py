@@ -72,6 +72,9 @@ def render_estimate(estimate: Any) -> Text:
         text.append(f"\npeak: {estimate.peak_phase.replace('_', ' ')}", "dim")
     if getattr(estimate, "phases", None):
         text.append(f"\nRAM {gib(estimate.ram_bytes)} GiB ({estimate.ram_peak_phase.replace('_', ' ')})", "dim")
+    offload = getattr(estimate, "offload", None)
+    if offload is not None:
+        text.append(f"\nblock offload: {gib(offload.bytes_per_step)} GiB copied a step, ~{offload.seconds_per_step:.1f} s", "dim")
     if estimate.fits is False:
         for suggestion in estimate.suggestions[:TOP_SUGGESTIONS]:
             text.append(f"\n→ {suggestion.change} -{gib(suggestion.saves_bytes)}", "yellow")
