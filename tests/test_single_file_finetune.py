@@ -188,3 +188,10 @@ def test_a_single_file_finetune_writes_the_transformer_or_keeps_it_in_a_folder(f
         assert any(not ours[key].equal(before[key]) for key in ours)
     finally:
         finish(recipe)
+
+
+def test_a_key_the_layout_does_not_know_is_named():
+    from tui_trainer.train.original_layout import TRANSFORMER_LAYOUTS, ConversionError
+
+    with pytest.raises(ConversionError, match=r"FLUX.1 key 'transformer_blocks.0.attn.to_gate.weight' has no place"):
+        TRANSFORMER_LAYOUTS["flux"].key_layout(["x_embedder.weight", "transformer_blocks.0.attn.to_gate.weight"])

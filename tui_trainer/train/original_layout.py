@@ -368,15 +368,15 @@ def _block_key_layout(top: FusedKeys, blocks: dict[str, tuple[str, FusedKeys]], 
     """diffusers keys -> original keys: `top` by name, a key of a numbered block by its block list's table."""
     layout = {}
     for key in keys:
-        match = BLOCK_KEY.match(key)
-        original_blocks, table = blocks.get(match["blocks"], ("", {})) if match else ("", {})
         if key in top:
             layout[key] = top[key]
-        elif match and match["rest"] in table:
-            original, block, count = table[match["rest"]]
-            layout[key] = (f"{original_blocks}.{match['index']}.{original}", block, count)
-        else:
+            continue
+        match = BLOCK_KEY.match(key)
+        original_blocks, table = blocks.get(match["blocks"], ("", {})) if match else ("", {})
+        if not match or match["rest"] not in table:
             raise ConversionError(f"{what} key {key!r} has no place in the original layout")
+        original, block, count = table[match["rest"]]
+        layout[key] = (f"{original_blocks}.{match['index']}.{original}", block, count)
     return layout
 
 
