@@ -215,7 +215,8 @@ class FamilySpec:
     """The denoiser's extra conditioning inputs (diffusers' added_cond_kwargs): text_embeds = pooled text,
     time_ids = original size, crop top-left and target size of each image (SDXL micro-conditioning)."""
     single_file_layout: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """Original (A1111 / ComfyUI) single-file checkpoint: part name -> (key layout, key prefix)."""
+    """Original (A1111 / ComfyUI) single-file checkpoint: part name -> (key layout, key prefix). Flow families: the
+    transformer ("unet") alone, without prefix (BFL's and ComfyUI's diffusion-model files)."""
     embedding_keys: dict[str, str] = field(default_factory=dict)
     """A1111 / ComfyUI textual-inversion file: text encoder part -> tensor key."""
     own_fields: tuple[str, ...] = ()
@@ -594,27 +595,32 @@ FAMILIES: dict[Family, FamilySpec] = {
         Family.FLUX1_DEV, "FLUX.1-dev (12B)",
         {"transformer": FLUX1_DEV_TRANSFORMER, "text_encoder": FLUX_CLIP_L, "text_encoder_2": FLUX_T5_XXL, "vae": FLUX_VAE},
         **_FLUX_COMMON, own_fields=(*FLOW_FIELDS, "flow.guidance"), pipeline="FluxPipeline",
+        single_file_layout={"unet": ("flux", "")},
     ),
     Family.FLUX1_SCHNELL: FamilySpec(
         Family.FLUX1_SCHNELL, "FLUX.1-schnell (12B, few-step)",
         {"transformer": FLUX1_SCHNELL_TRANSFORMER, "text_encoder": FLUX_CLIP_L, "text_encoder_2": FLUX_T5_XXL, "vae": FLUX_VAE},
         **{**_FLUX_COMMON, "text_tokens": 256}, own_fields=FLOW_FIELDS, pipeline="FluxPipeline",
+        single_file_layout={"unet": ("flux", "")},
     ),
     Family.CHROMA: FamilySpec(
         Family.CHROMA, "Chroma (8.9B, T5 only)",
         {"transformer": CHROMA_TRANSFORMER, "text_encoder": T5_XXL, "vae": FLUX_VAE},
         **_FLUX_COMMON, own_fields=FLOW_FIELDS, pipeline="ChromaPipeline",
+        single_file_layout={"unet": ("chroma", "")},
     ),
     Family.Z_IMAGE: FamilySpec(  # base and Turbo: FLUX.1's VAE, Qwen3-4B's hidden states; the shift from the scheduler
         Family.Z_IMAGE, "Z-Image (6B; base and Turbo)",
         {"transformer": Z_IMAGE_TRANSFORMER, "text_encoder": QWEN3_4B, "vae": FLUX_VAE},
         **_FLUX_COMMON, own_fields=FLOW_FIELDS, pipeline="ZImagePipeline", comfyui_lora_layout="z_image",
+        single_file_layout={"unet": ("z_image", "")},
     ),
     Family.QWEN_IMAGE: FamilySpec(
         Family.QWEN_IMAGE, "Qwen-Image (20B)",
         {"transformer": QWEN_IMAGE_TRANSFORMER, "text_encoder": QWEN2_5_VL, "vae": QWEN_IMAGE_VAE},
         **{**_FLUX_COMMON, "vae_scaling_factor": None, "activations": QWEN_IMAGE_ACTIVATIONS, **QWEN_IMAGE_VAE_PASSES},
         own_fields=FLOW_FIELDS, pipeline="QwenImagePipeline",
+        single_file_layout={"unet": ("qwen_image", "")},
     ),
 }
 """The family registry."""

@@ -599,6 +599,8 @@ class TrainRecipe:
             with averaged(self.ema):
                 saved = self.method.save(self.model, self.parts, config, folder, stem, metadata, self.accelerator.unwrap_model)
         for item in saved:
+            if item.warning:
+                self.monitor.warning(item.warning, path=str(item.path))
             self.monitor.emit(SaveEvent(path=str(item.path), format=item.format, step=self.global_step), f"saved {item.format} {item.path}")
         if periodic:
             self.optimizer.train()

@@ -1,5 +1,6 @@
-"""diffusers parts -> one original-layout (A1111 / ComfyUI / ldm) single-file state dict, and Z-Image's original key
-names (for its ComfyUI-layout LoRA).
+"""diffusers parts -> one original-layout (A1111 / ComfyUI / ldm) single-file state dict, a flow family's transformer
+in its original single-file layout (FLUX.1 / Chroma: BFL's; Z-Image: ComfyUI's; Qwen-Image: diffusers' own names), and
+Z-Image's original key names (for its ComfyUI-layout LoRA).
 
 diffusers ships only the other direction (`diffusers.loaders.single_file_utils`, used by `from_single_file`),
 so the block-index arithmetic below is its inverse, written by hand; the fixed-name keys come from
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -265,13 +268,196 @@ def z_image_key_layout(keys: Iterable[str] = Z_IMAGE_PROBE_KEYS) -> dict[str, tu
 
 def z_image_original_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A diffusers-layout Z-Image transformer state dict in the original (Tongyi-MAI / ComfyUI) layout, without prefix."""
-    blocks: dict[str, list[Any]] = {}
-    for key, (original, block, count) in z_image_key_layout(state).items():
-        blocks.setdefault(original, [None] * count)[block] = state[key]
-    return {original: torch.cat(pieces) if len(pieces) > 1 else pieces[0] for original, pieces in blocks.items()}
+    return original_state_dict(state, z_image_key_layout(state))
 
 
 ORIGINAL_KEY_LAYOUTS: dict[str, Callable[[Iterable[str]], dict[str, tuple[str, int, int]]]] = {
     "z_image": z_image_key_layout,
 }
 """FamilySpec.comfyui_lora_layout -> diffusers key -> (original key, row block, blocks) of that denoiser."""
+
+
+FusedKeys = dict[str, tuple[str, int, int]]
+"""diffusers key -> (original key, its piece of the original tensor, the number of pieces), pieces concatenated in
+order along the rows."""
+
+
+def original_state_dict(state: Mapping[str, torch.Tensor], layout: FusedKeys,
+                        swapped_halves: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """`state` in the original layout, on the CPU: each fused key's pieces concatenated in order (moved to the CPU one by
+    one, so a model on a GPU needs no second copy there), the halves of the `swapped_halves` keys exchanged."""
+    pieces: dict[str, list[Any]] = {}
+    for key, (original, block, count) in layout.items():
+        pieces.setdefault(original, [None] * count)[block] = key
+    out = {}
+    for original, keys in pieces.items():
+        if None in keys:
+            raise ConversionError(f"original key {original!r} is fused from {len(keys)} diffusers keys; found only {[k for k in keys if k]}")
+        tensors = [state[key].detach().to("cpu") for key in keys]
+        value = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
+        out[original] = torch.cat(value.chunk(2)[::-1]) if original in swapped_halves else value
+    return out
+
+
+def _linear(diffusers: str, original: str, block: int = 0, blocks: int = 1) -> FusedKeys:
+    return {f"{diffusers}.{param}": (f"{original}.{param}", block, blocks) for param in ("weight", "bias")}
+
+
+def _rms_norm(diffusers: str, original: str) -> FusedKeys:
+    return {f"{diffusers}.weight": (f"{original}.scale", 0, 1)}
+
+
+def _fused(diffusers: tuple[str, ...], original: str) -> FusedKeys:
+    return {key: value for index, name in enumerate(diffusers) for key, value in _linear(name, original, index, len(diffusers)).items()}
+
+
+FLUX_DOUBLE_BLOCK: FusedKeys = {
+    **_fused(("attn.to_q", "attn.to_k", "attn.to_v"), "img_attn.qkv"),
+    **_fused(("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"), "txt_attn.qkv"),
+    **_rms_norm("attn.norm_q", "img_attn.norm.query_norm"), **_rms_norm("attn.norm_k", "img_attn.norm.key_norm"),
+    **_rms_norm("attn.norm_added_q", "txt_attn.norm.query_norm"), **_rms_norm("attn.norm_added_k", "txt_attn.norm.key_norm"),
+    **_linear("attn.to_out.0", "img_attn.proj"), **_linear("attn.to_add_out", "txt_attn.proj"),
+    **_linear("ff.net.0.proj", "img_mlp.0"), **_linear("ff.net.2", "img_mlp.2"),
+    **_linear("ff_context.net.0.proj", "txt_mlp.0"), **_linear("ff_context.net.2", "txt_mlp.2"),
+}
+"""A double-stream block without its modulation (`transformer_blocks.N.` -> `double_blocks.N.`): Chroma's, and FLUX.1's
+but for FLUX_MODULATION."""
+
+FLUX_SINGLE_BLOCK: FusedKeys = {
+    **_fused(("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"), "linear1"),
+    **_rms_norm("attn.norm_q", "norm.query_norm"), **_rms_norm("attn.norm_k", "norm.key_norm"),
+    **_linear("proj_out", "linear2"),
+}
+"""A single-stream block without its modulation (`single_transformer_blocks.N.` -> `single_blocks.N.`): linear1 is
+q, k, v and the MLP's input projection, in that order."""
+
+FLUX_MODULATION = {
+    "transformer_blocks": {**_linear("norm1.linear", "img_mod.lin"), **_linear("norm1_context.linear", "txt_mod.lin")},
+    "single_transformer_blocks": _linear("norm.linear", "modulation.lin"),
+}
+"""FLUX.1's per-block modulation weights (Chroma computes them in its distilled_guidance_layer instead)."""
+
+FLUX_TOP: FusedKeys = {
+    **_linear("time_text_embed.timestep_embedder.linear_1", "time_in.in_layer"),
+    **_linear("time_text_embed.timestep_embedder.linear_2", "time_in.out_layer"),
+    **_linear("time_text_embed.text_embedder.linear_1", "vector_in.in_layer"),
+    **_linear("time_text_embed.text_embedder.linear_2", "vector_in.out_layer"),
+    **_linear("time_text_embed.guidance_embedder.linear_1", "guidance_in.in_layer"),
+    **_linear("time_text_embed.guidance_embedder.linear_2", "guidance_in.out_layer"),
+    **_linear("context_embedder", "txt_in"), **_linear("x_embedder", "img_in"),
+    **_linear("proj_out", "final_layer.linear"), **_linear("norm_out.linear", "final_layer.adaLN_modulation.1"),
+}
+"""FLUX.1's keys outside the blocks (-schnell has no guidance_in). diffusers' norm_out splits into (scale, shift), BFL's
+final_layer.adaLN_modulation into (shift, scale): FLUX_SWAPPED_HALVES."""
+
+FLUX_SWAPPED_HALVES = frozenset({"final_layer.adaLN_modulation.1.weight", "final_layer.adaLN_modulation.1.bias"})
+
+CHROMA_TOP: FusedKeys = {
+    **_linear("distilled_guidance_layer.in_proj", "distilled_guidance_layer.in_proj"),
+    **_linear("distilled_guidance_layer.out_proj", "distilled_guidance_layer.out_proj"),
+    **_linear("context_embedder", "txt_in"), **_linear("x_embedder", "img_in"), **_linear("proj_out", "final_layer.linear"),
+}
+"""Chroma's keys outside the blocks: no time / text / guidance embedders and no final modulation (its approximator,
+distilled_guidance_layer, makes every modulation)."""
+
+BLOCK_KEY = re.compile(r"^(?P<blocks>.+?)\.(?P<index>\d+)\.(?P<rest>.+)$")
+"""A key inside a numbered block: the block list, the block's index, the key within the block."""
+
+
+def _block_key_layout(top: FusedKeys, blocks: dict[str, tuple[str, FusedKeys]], what: str, keys: Iterable[str]) -> FusedKeys:
+    """diffusers keys -> original keys: `top` by name, a key of a numbered block by its block list's table."""
+    layout = {}
+    for key in keys:
+        if key in top:
+            layout[key] = top[key]
+            continue
+        match = BLOCK_KEY.match(key)
+        original_blocks, table = blocks.get(match["blocks"], ("", {})) if match else ("", {})
+        if not match or match["rest"] not in table:
+            raise ConversionError(f"{what} key {key!r} has no place in the original layout")
+        original, block, count = table[match["rest"]]
+        layout[key] = (f"{original_blocks}.{match['index']}.{original}", block, count)
+    return layout
+
+
+FLUX_BLOCKS = {
+    "transformer_blocks": ("double_blocks", FLUX_DOUBLE_BLOCK | FLUX_MODULATION["transformer_blocks"]),
+    "single_transformer_blocks": ("single_blocks", FLUX_SINGLE_BLOCK | FLUX_MODULATION["single_transformer_blocks"]),
+}
+CHROMA_BLOCKS = {
+    "transformer_blocks": ("double_blocks", FLUX_DOUBLE_BLOCK),
+    "single_transformer_blocks": ("single_blocks", FLUX_SINGLE_BLOCK),
+    "distilled_guidance_layer.layers": ("distilled_guidance_layer.layers", {**_linear("linear_1", "in_layer"), **_linear("linear_2", "out_layer")}),
+    "distilled_guidance_layer.norms": ("distilled_guidance_layer.norms", {"weight": ("scale", 0, 1)}),
+}
+
+
+@dataclass(frozen=True)
+class TransformerLayout:
+    """How a flow family's diffusers transformer becomes its original single-file layout (transformer only)."""
+
+    key_layout: Callable[[Iterable[str]], FusedKeys]
+    swapped_halves: frozenset[str] = frozenset()
+    fixed_width: int = 0
+    """The width diffusers' converter assumes (0 = any): its FLUX.1 and Chroma converters split the single blocks'
+    linear1 at a hard-coded inner_dim = 3072, so only a 3072-wide transformer reads back."""
+
+
+TRANSFORMER_LAYOUTS: dict[str, TransformerLayout] = {
+    "flux": TransformerLayout(partial(_block_key_layout, FLUX_TOP, FLUX_BLOCKS, "FLUX.1"), FLUX_SWAPPED_HALVES, 3072),
+    "chroma": TransformerLayout(partial(_block_key_layout, CHROMA_TOP, CHROMA_BLOCKS, "Chroma"), fixed_width=3072),
+    "z_image": TransformerLayout(z_image_key_layout),
+    "qwen_image": TransformerLayout(lambda keys: {key: (key, 0, 1) for key in keys}),
+}
+"""Single-file layout of each flow family's transformer (FamilySpec.single_file_layout). FLUX.1 and Chroma: BFL's own
+names (black-forest-labs' flux1-dev.safetensors, ComfyUI's flux model); Z-Image: ComfyUI's (fused attention.qkv);
+Qwen-Image: the original names are diffusers' own (ComfyUI's qwen_image model uses them and diffusers' single-file loader
+reads such a file unconverted)."""
+
+
+def _width(part: torch.nn.Module) -> int:
+    return int(part.config.num_attention_heads * part.config.attention_head_dim)
+
+
+def _convert_transformer(name: str, part: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    layout = TRANSFORMER_LAYOUTS[name]
+    if layout.fixed_width and _width(part) != layout.fixed_width:
+        raise ConversionError(
+            f"this {type(part).__name__} is {_width(part)} wide (num_attention_heads x attention_head_dim); diffusers' "
+            f"single-file converter for it assumes {layout.fixed_width} (FLUX.1's width), so an original-layout file would not read back")
+    state = part.state_dict()
+    converted = original_state_dict(state, layout.key_layout(state), layout.swapped_halves)
+    return {prefix + key: value for key, value in converted.items()}
+
+
+SPOT_CHECKED_BLOCK = re.compile(r"^(?:\w+_blocks|layers|noise_refiner|context_refiner)\.(\d+)\.")
+"""Original keys of a numbered block: those of block 0 (and every key outside the blocks) are read back with their
+values; the others as shapes only (meta tensors), so the check of a 12B transformer costs no second copy."""
+
+
+def _spot_checked(key: str) -> bool:
+    match = SPOT_CHECKED_BLOCK.match(key)
+    return not match or match[1] == "0"
+
+
+def _check_transformer(name: str, part: torch.nn.Module, converted: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """diffusers' from_single_file converter of the part's class, on meta copies of `converted` (real values where
+    _spot_checked): every key must be read, and every value read must be the part's own."""
+    from diffusers.loaders.single_file_model import SINGLE_FILE_LOADABLE_CLASSES
+
+    read_back = SINGLE_FILE_LOADABLE_CLASSES[type(part).__name__]["checkpoint_mapping_fn"]
+    probe = {key: value if _spot_checked(key.removeprefix(prefix)) else torch.empty_like(value, device="meta") for key, value in converted.items()}
+    try:
+        back = read_back(checkpoint=probe, config=dict(part.config))
+    except (RuntimeError, KeyError, ValueError, IndexError) as error:
+        raise ConversionError(f"{name} layout: diffusers' single-file converter fails on it ({type(error).__name__}: {error})") from None
+    unread = sorted(set(probe) - set(back))
+    state = part.state_dict()
+    differ = sorted(key for key, value in back.items()
+                    if value.device.type != "meta" and key in state and not torch.equal(value, state[key].detach().to(value.device)))
+    if unread or differ:
+        raise ConversionError(f"{name} layout does not read back: keys left unread {unread[:5]}, values that differ {differ[:5]}")
+    return back
+
+
+LAYOUTS.update({name: (partial(_convert_transformer, name), partial(_check_transformer, name)) for name in TRANSFORMER_LAYOUTS})

@@ -52,6 +52,8 @@ class SavedFile:
 
     path: Path
     format: str
+    warning: str = ""
+    """Why it is not in the configured format (a fallback that kept the weights); empty = it is."""
 
 
 def keep_captions(config: Any, captions: list[str]) -> list[str]:

@@ -1,7 +1,8 @@
 """Full finetune: the UNet's own weights (and optionally the text encoders') train in their stored dtype.
 
 Output: a diffusers pipeline folder, or one original-layout .safetensors checkpoint (A1111 / ComfyUI /
-diffusers from_single_file) holding every part.
+diffusers from_single_file) holding every part; for a flow family (FLUX.1, Chroma, Z-Image, Qwen-Image) the transformer
+alone, the VAE and text encoders being the base model's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tui_trainer.models.families import family_spec
 from tui_trainer.train.families import train_family
 from tui_trainer.train.methods import SavedFile, TrainablePart
 from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, ModelParts, part_configs, part_key
-from tui_trainer.train.original_layout import single_file_state_dict
+from tui_trainer.train.original_layout import ConversionError, single_file_state_dict
 from tui_trainer.train.saving import write_folder_atomically
 
 UNTRAINABLE_DTYPES = (WeightDtype.FLOAT16, WeightDtype.FLOAT8, WeightDtype.NF4)
@@ -107,6 +108,13 @@ def save(
     model: ModelParts, parts: list[TrainablePart], config: TrainConfig, folder: Path, stem: str,
     metadata: dict[str, str], unwrap: Callable = lambda module: module,
 ) -> list[SavedFile]:
-    """Write the whole model in the configured format."""
+    """Write the whole model in the configured format; a model the original single-file layout cannot hold (a
+    ConversionError, found before anything is written) is written as a diffusers folder instead, with a warning."""
     fmt = config.output_format
-    return [SavedFile(WRITERS[fmt](model, full_model(model, parts, unwrap), folder, stem, metadata), fmt.value)]
+    modules = full_model(model, parts, unwrap)
+    try:
+        return [SavedFile(WRITERS[fmt](model, modules, folder, stem, metadata), fmt.value)]
+    except ConversionError as error:
+        path = WRITERS[OutputFormat.DIFFUSERS](model, modules, folder, stem, metadata)
+        return [SavedFile(path, OutputFormat.DIFFUSERS.value, warning=(
+            f"workspace.output_format 'single_file': {error}; the weights are saved as a diffusers folder instead: {path}"))]
