@@ -267,3 +267,19 @@ def test_spec_override_is_used():
     spec = family_spec(Family.SD15)
     tiny = dataclasses.replace(spec, parts={**spec.parts, "unet": dataclasses.replace(spec.parts["unet"], params=1000)})
     assert estimate(make_config(), spec=tiny).parts["unet"].params == 1000
+
+
+def test_a_frozen_text_encoder_in_nf4_is_suggested_when_text_caching_is_the_peak():
+    """FLUX.1-dev LoRA with an offloaded bf16 transformer: T5 on the GPU for text caching is the peak; nf4 T5 is the
+    first suggestion, and its saving is what the estimate with that change says."""
+    from tui_trainer.config import config_from_dict, load_preset
+
+    document = load_preset("flux1-dev-lora").model_dump(mode="json", exclude_none=True)
+    document["flow"]["offload"] = {"enabled": True}
+    document["parts"]["denoiser"]["dtype"] = "bfloat16"
+    result = estimate(config_from_dict(document))
+    assert result.peak_phase == "text_caching"
+    first = result.suggestions[0]
+    assert first.change == "parts.text_encoder_2.dtype = 'nf4'"
+    document["parts"]["text_encoder_2"] = {**document["parts"].get("text_encoder_2", {}), "dtype": "nf4"}
+    assert first.saves_bytes == result.total_bytes - estimate(config_from_dict(document)).total_bytes > 4 * 2**30

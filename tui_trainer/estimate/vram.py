@@ -577,6 +577,10 @@ def _candidate_changes(plan: Plan) -> list[tuple[str, Plan | None]]:
         ("parts.denoiser.dtype = 'nf4'",
          plan._replace(dtypes={**plan.dtypes, denoiser: WeightDtype.NF4})
          if frozen_base and plan.dtypes[denoiser] is not WeightDtype.NF4 else None),
+        *((f"parts.{part.config_section}.dtype = 'nf4'",
+           plan._replace(dtypes={**plan.dtypes, part.name: WeightDtype.NF4})
+           if not plan.trains[part.name] and plan.dtypes[part.name] not in (WeightDtype.FLOAT8, WeightDtype.NF4) else None)
+          for part in plan.spec.text_encoders if part.config_section),
         (f"lora.rank = {plan.lora_rank // 2}",
          plan._replace(lora_rank=plan.lora_rank // 2) if plan.method in (Method.LORA, Method.INPAINT) and plan.lora_rank >= 8 else None),
         (f"training.batch_size = 1, gradient_accumulation = {plan.batch_size * plan.accumulation}",
