@@ -83,18 +83,20 @@ def tiny_flow(tmp_path_factory: pytest.TempPathFactory):
     return lambda family: (save_tiny_model(root / family.value, family), data)
 
 
-def _preset_config(folder: Path, family: Family, model: Path, data: Path, **training) -> Path:
-    """The family's shipped preset, pointed at the tiny model and dataset: 64 px, 4 steps at LR 0.01, samples every 2."""
+def _preset_config(folder: Path, family: Family, model: Path, data: Path, preset: str = "", **training) -> Path:
+    """The family's shipped preset (or `preset`), pointed at the tiny model and dataset: 64 px, 4 steps at LR 0.01,
+    samples every 2."""
     import tomllib
 
     from tui_trainer.config import config_from_dict, load_preset, save_config
 
+    preset = preset or PRESETS[family]
     folder.mkdir(parents=True, exist_ok=True)
-    document = load_preset(PRESETS[family]).model_dump(mode="json", exclude_none=True)
+    document = load_preset(preset).model_dump(mode="json", exclude_none=True)
     document["model"].update(base_model=str(model), train_dtype="float32")
     document["workspace"].update(dir=str(folder / "ws"), run_name="tiny")
-    document["training"].update(resolution="64", batch_size=2, max_steps=4, seed=5, dataloader_workers=0,
-                                tensorboard=False, gradient_checkpointing=False, **training)
+    document["training"].update({"resolution": "64", "batch_size": 2, "max_steps": 4, "seed": 5, "dataloader_workers": 0,
+                                 "tensorboard": False, "gradient_checkpointing": False, **training})
     document["optimizer"]["learning_rate"] = 0.01
     document["concepts"] = [{"name": "shapes", "path": str(data)}]
     document["samples"] = [{"prompt": "red, circle", "steps": 2, "width": 64, "height": 64}]
@@ -103,7 +105,7 @@ def _preset_config(folder: Path, family: Family, model: Path, data: Path, **trai
     document["flow"] = {**document.get("flow", {}), "max_sequence_length": 32}
     path = folder / "config.toml"
     save_config(config_from_dict(document), path)
-    assert tomllib.loads(path.read_text())["parts"]["denoiser"]["dtype"] == load_preset(PRESETS[family]).parts.denoiser.dtype.value
+    assert tomllib.loads(path.read_text())["parts"]["denoiser"]["dtype"] == load_preset(preset).parts.denoiser.dtype.value
     return path
 
 
@@ -176,7 +178,24 @@ def test_a_run_frees_its_text_encoders_after_caching_and_still_samples(tiny_flow
         finish(recipe)
 
 
-FLOW_PRESETS = ("flux1-dev-lora", "flux1-dev-lora-fp8", "flux1-schnell-lora", "chroma-lora", "flux1-dev-finetune")
+def test_the_8_gb_preset_trains_on_the_cpu_without_offload_and_with_an_nf4_t5(tiny_flow, tmp_path: Path):
+    """flux1-dev-lora-8gb on the CPU: block offload has nowhere to offload to (a warning, no hooks), T5 is quantized to
+    nf4 for the caching pass and freed after it, the LoRA trains on the nf4 transformer."""
+    from train_support import assert_nf4_with_lora_on_top, finish, train_in_process
+
+    model, data = tiny_flow(Family.FLUX1_DEV)
+    config = _preset_config(tmp_path, Family.FLUX1_DEV, model, data, "flux1-dev-lora-8gb", gradient_checkpointing=True)
+    recipe = train_in_process(config)
+    try:
+        assert_nf4_with_lora_on_top(recipe.accelerator.unwrap_model(recipe.model.unet))
+        assert recipe.model.freed_text_encoders == ("text_encoder", "text_encoder_2")
+        assert "flow.offload" in recipe.run.events_file.read_text()  # the CPU warning names the setting
+    finally:
+        finish(recipe)
+
+
+FLOW_PRESETS = ("flux1-dev-lora", "flux1-dev-lora-8gb", "flux1-dev-lora-fp8", "flux1-schnell-lora", "chroma-lora",
+                "flux1-dev-finetune")
 
 
 @pytest.mark.parametrize("name", FLOW_PRESETS)
