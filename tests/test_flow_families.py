@@ -84,29 +84,10 @@ def tiny_flow(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _preset_config(folder: Path, family: Family, model: Path, data: Path, preset: str = "", **training) -> Path:
-    """The family's shipped preset (or `preset`), pointed at the tiny model and dataset: 64 px, 4 steps at LR 0.01,
-    samples every 2."""
-    import tomllib
+    """The family's shipped preset (or `preset`) on the tiny model and dataset (train_support.flow_preset_config)."""
+    from train_support import flow_preset_config
 
-    from tui_trainer.config import config_from_dict, load_preset, save_config
-
-    preset = preset or PRESETS[family]
-    folder.mkdir(parents=True, exist_ok=True)
-    document = load_preset(preset).model_dump(mode="json", exclude_none=True)
-    document["model"].update(base_model=str(model), train_dtype="float32")
-    document["workspace"].update(dir=str(folder / "ws"), run_name="tiny")
-    document["training"].update({"resolution": "64", "batch_size": 2, "max_steps": 4, "seed": 5, "dataloader_workers": 0,
-                                 "tensorboard": False, "gradient_checkpointing": False, **training})
-    document["optimizer"]["learning_rate"] = 0.01
-    document["concepts"] = [{"name": "shapes", "path": str(data)}]
-    document["samples"] = [{"prompt": "red, circle", "steps": 2, "width": 64, "height": 64}]
-    document["sampling"] = {"every": 2, "unit": "steps"}
-    document["backup"] = {"every": 2, "unit": "steps"}
-    document["flow"] = {**document.get("flow", {}), "max_sequence_length": 32}
-    path = folder / "config.toml"
-    save_config(config_from_dict(document), path)
-    assert tomllib.loads(path.read_text())["parts"]["denoiser"]["dtype"] == load_preset(preset).parts.denoiser.dtype.value
-    return path
+    return flow_preset_config(folder, preset or PRESETS[family], model, data, {"prompt": "red, circle"}, **training)
 
 
 def _image(family: Family, model: Path, lora: Path | None = None):

@@ -95,27 +95,10 @@ def test_training_calls_the_transformer_as_the_pipeline_does():
 
 
 def _preset_config(folder: Path, model: Path, data: Path, preset: str = PRESET, denoiser_dtype: str = "", **training) -> Path:
-    """The shipped preset, pointed at the tiny model and dataset: 64 px, 4 steps at LR 0.01, samples every 2 (the
-    transformer's dtype replaced when `denoiser_dtype` is given)."""
-    from tui_trainer.config import config_from_dict, load_preset, save_config
+    """The shipped preset on the tiny model and dataset (train_support.flow_preset_config), sampled at true CFG 4."""
+    from train_support import flow_preset_config
 
-    folder.mkdir(parents=True, exist_ok=True)
-    document = load_preset(preset).model_dump(mode="json", exclude_none=True)
-    document["model"].update(base_model=str(model), train_dtype="float32")
-    document["workspace"].update(dir=str(folder / "ws"), run_name="tiny")
-    document["training"].update({"resolution": "64", "batch_size": 2, "max_steps": 4, "seed": 5, "dataloader_workers": 0,
-                                 "tensorboard": False, "gradient_checkpointing": False, **training})
-    document["optimizer"]["learning_rate"] = 0.01
-    if denoiser_dtype:
-        document["parts"]["denoiser"]["dtype"] = denoiser_dtype
-    document["concepts"] = [{"name": "shapes", "path": str(data)}]
-    document["samples"] = [{"prompt": PROMPT, "steps": 2, "width": 64, "height": 64, "cfg": 4.0}]
-    document["sampling"] = {"every": 2, "unit": "steps"}
-    document["backup"] = {"every": 2, "unit": "steps"}
-    document["flow"] = {**document.get("flow", {}), "max_sequence_length": 32}
-    path = folder / "config.toml"
-    save_config(config_from_dict(document), path)
-    return path
+    return flow_preset_config(folder, preset, model, data, {"prompt": PROMPT, "cfg": 4.0}, denoiser_dtype, **training)
 
 
 def _image(model: Path, lora: Path | None = None):

@@ -62,27 +62,10 @@ def test_velocity_and_timestep_are_the_pipelines(tiny):
 
 
 def _preset_config(folder: Path, preset: str, model: Path, data: Path, **training) -> Path:
-    """A shipped preset pointed at the tiny model and dataset: 64 px, 4 steps at LR 0.01, samples and backups every 2."""
-    import tomllib
+    """A shipped preset on the tiny model and dataset (train_support.flow_preset_config), sampled without CFG."""
+    from train_support import flow_preset_config
 
-    from tui_trainer.config import config_from_dict, load_preset, save_config
-
-    folder.mkdir(parents=True, exist_ok=True)
-    document = load_preset(preset).model_dump(mode="json", exclude_none=True)
-    document["model"].update(base_model=str(model), train_dtype="float32")
-    document["workspace"].update(dir=str(folder / "ws"), run_name="tiny")
-    document["training"].update(resolution="64", batch_size=2, max_steps=4, seed=5, dataloader_workers=0,
-                                tensorboard=False, gradient_checkpointing=False, **training)
-    document["optimizer"]["learning_rate"] = 0.01
-    document["concepts"] = [{"name": "shapes", "path": str(data)}]
-    document["samples"] = [{"prompt": "red, circle", "steps": 2, "cfg": 0.0, "width": 64, "height": 64}]
-    document["sampling"] = {"every": 2, "unit": "steps"}
-    document["backup"] = {"every": 2, "unit": "steps"}
-    document["flow"] = {**document.get("flow", {}), "max_sequence_length": 32}
-    path = folder / "config.toml"
-    save_config(config_from_dict(document), path)
-    assert tomllib.loads(path.read_text())["parts"]["denoiser"]["dtype"] == load_preset(preset).parts.denoiser.dtype.value
-    return path
+    return flow_preset_config(folder, preset, model, data, {"prompt": "red, circle", "cfg": 0.0}, **training)
 
 
 def _image(model: Path, lora: Path | None = None):

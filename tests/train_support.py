@@ -155,3 +155,32 @@ def assert_comfyui_lora_is_the_trained_one(model: Path, lora_file: Path, trained
     for key, value in expected.items():
         want = value.float() + deltas[key].float() if key in deltas else value.float()
         assert torch.allclose(merged[key].float(), want, atol=1e-5), key
+
+
+def flow_preset_config(folder: Path, preset: str, model: Path, data: Path, sample: dict, denoiser_dtype: str = "",
+                       **training) -> Path:
+    """A shipped flow preset pointed at a tiny model and dataset: 64 px, 4 steps at LR 0.01, `sample` (64 px, 2 steps)
+    and backups every 2 steps, 32 text tokens; the transformer's dtype replaced when `denoiser_dtype` is given. Asserts
+    the saved file keeps that dtype."""
+    import tomllib
+
+    from tui_trainer.config import config_from_dict, load_preset, save_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    document = load_preset(preset).model_dump(mode="json", exclude_none=True)
+    document["model"].update(base_model=str(model), train_dtype="float32")
+    document["workspace"].update(dir=str(folder / "ws"), run_name="tiny")
+    document["training"].update({"resolution": "64", "batch_size": 2, "max_steps": 4, "seed": 5, "dataloader_workers": 0,
+                                 "tensorboard": False, "gradient_checkpointing": False, **training})
+    document["optimizer"]["learning_rate"] = 0.01
+    if denoiser_dtype:
+        document["parts"]["denoiser"]["dtype"] = denoiser_dtype
+    document["concepts"] = [{"name": "shapes", "path": str(data)}]
+    document["samples"] = [{"steps": 2, "width": 64, "height": 64, **sample}]
+    document["sampling"] = {"every": 2, "unit": "steps"}
+    document["backup"] = {"every": 2, "unit": "steps"}
+    document["flow"] = {**document.get("flow", {}), "max_sequence_length": 32}
+    path = folder / "config.toml"
+    save_config(config_from_dict(document), path)
+    assert tomllib.loads(path.read_text())["parts"]["denoiser"]["dtype"] == document["parts"]["denoiser"]["dtype"]
+    return path
