@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import sys
@@ -185,7 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tui_trainer.train.launching import LaunchError, start_training
 
     try:
-        code, run = start_training(args.config, run_dir=args.run_dir, resume=args.resume, detached=args.detach, console=sys.stdout)
+        code, run = start_training(args.config, run_dir=args.run_dir, resume=args.resume, detached=args.detach, console=sys.stdout,
+                                   own_process=args.own_process)
     except ConfigError as error:
         _print_problems(error.problems)
         return EXIT_USAGE
@@ -202,7 +204,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not (run_dir / "config.toml").is_file():
         print(f"error: {args.run_dir}: not a run folder (it has no config.toml)", file=sys.stderr)
         return EXIT_USAGE
-    return cmd_train(argparse.Namespace(config=str(run_dir / "config.toml"), run_dir=None, resume=str(run_dir), detach=args.detach))
+    return cmd_train(argparse.Namespace(config=str(run_dir / "config.toml"), run_dir=None, resume=str(run_dir), detach=args.detach,
+                                        own_process=args.own_process))
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -291,9 +294,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.config = str(config_path)
         return cmd_tui(args)
     from tui_trainer.config import dump_config, load_config, with_absolute_paths
-    from tui_trainer.train.entry import train_config
+    from tui_trainer.train.startup import trainer_imports
 
     config = with_absolute_paths(load_config(config_path), config_path)
+    with trainer_imports(config) if args.own_process else contextlib.nullcontext():
+        from tui_trainer.train.entry import train_config
     if args.max_steps:
         config.training.max_steps = args.max_steps
     code, run = train_config(config, config_path, dump_config(config), console=sys.stdout)
@@ -492,13 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `tui-trainer` console script."""
+def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
+    """Run one command (argv: default this process's command line). own_process: the process is this command's
+    alone (the console script, `python -m tui_trainer.cli`), so a trainer may set process-wide state at start-up."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].endswith(".toml") and Path(argv[0]).suffix == ".toml"):
         argv = ["tui", *argv]
     args = parser.parse_args(argv)
+    args.own_process = own_process
     try:
         code = args.handler(args)
         sys.stdout.flush()  # inside the try: buffered output is written here, not at exit where nothing catches it
@@ -510,5 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def console_main() -> int:
+    """Entry point of the `tui-trainer` console script and of `python -m tui_trainer.cli`."""
+    return main(own_process=True)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

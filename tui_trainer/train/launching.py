@@ -4,6 +4,7 @@ processes (distributed.num_processes > 1). Imports no torch, so --detach returns
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from tui_trainer.runs.layout import RunDir, create_run_dir
 from tui_trainer.runs.status import TERMINAL_STATES, read_status
 from tui_trainer.train.control import stop_signals
 from tui_trainer.train.distributed import in_launched_process
+from tui_trainer.train.startup import trainer_imports
 
 class LaunchError(ValueError):
     """The command line asks for something impossible (the message says what)."""
@@ -82,9 +84,11 @@ def detach(config: TrainConfig, config_path: str | Path, run_dir: str | Path | N
 
 def start_training(
     config_path: str | Path, *, run_dir: str | Path | None = None, resume: str | Path | None = None,
-    detached: bool = False, console: TextIO | None = None,
+    detached: bool = False, console: TextIO | None = None, own_process: bool = False,
 ) -> tuple[int, RunDir]:
-    """Train `config_path` as the command line asks: (exit code, run folder). --resume RUN_DIR writes into RUN_DIR."""
+    """Train `config_path` as the command line asks: (exit code, run folder). --resume RUN_DIR writes into RUN_DIR.
+    own_process: this process runs nothing but this trainer (the `tui-trainer` command), so its start-up may set
+    process-wide state (`startup.trainer_imports`)."""
     if resume is not None and run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
         raise LaunchError(f"--resume {resume} and --run-dir {run_dir} name different folders; a resumed run writes into its own folder")
     config = load_train_config(config_path)
@@ -95,7 +99,8 @@ def start_training(
         return 0, detach(config, config_path, folder, resume is not None)
     if config.distributed.num_processes > 1 and not in_launched_process():
         return run_distributed(config, config_path, folder, resume is not None)
-    from tui_trainer.train.entry import train_config
+    with trainer_imports(config) if own_process else contextlib.nullcontext():
+        from tui_trainer.train.entry import train_config
 
     run = _run_folder(config, config_path, folder) if folder is not None else None
     return train_config(config, config_path, dump_config(config), console=console, run=run, resume=resume is not None)
