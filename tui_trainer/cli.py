@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import os
 import sys
@@ -294,11 +293,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.config = str(config_path)
         return cmd_tui(args)
     from tui_trainer.config import dump_config, load_config, with_absolute_paths
-    from tui_trainer.train.startup import trainer_imports
+    from tui_trainer.train.startup import import_train_config
 
     config = with_absolute_paths(load_config(config_path), config_path)
-    with trainer_imports(config) if args.own_process else contextlib.nullcontext():
-        from tui_trainer.train.entry import train_config
+    train_config = import_train_config(config, args.own_process)
     if args.max_steps:
         config.training.max_steps = args.max_steps
     code, run = train_config(config, config_path, dump_config(config), console=sys.stdout)

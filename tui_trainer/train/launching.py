@@ -4,7 +4,6 @@ processes (distributed.num_processes > 1). Imports no torch, so --detach returns
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from tui_trainer.runs.layout import RunDir, create_run_dir
 from tui_trainer.runs.status import TERMINAL_STATES, read_status
 from tui_trainer.train.control import stop_signals
 from tui_trainer.train.distributed import in_launched_process
-from tui_trainer.train.startup import trainer_imports
+from tui_trainer.train.startup import import_train_config
 
 class LaunchError(ValueError):
     """The command line asks for something impossible (the message says what)."""
@@ -99,8 +98,6 @@ def start_training(
         return 0, detach(config, config_path, folder, resume is not None)
     if config.distributed.num_processes > 1 and not in_launched_process():
         return run_distributed(config, config_path, folder, resume is not None)
-    with trainer_imports(config) if own_process else contextlib.nullcontext():
-        from tui_trainer.train.entry import train_config
-
+    train_config = import_train_config(config, own_process)
     run = _run_folder(config, config_path, folder) if folder is not None else None
     return train_config(config, config_path, dump_config(config), console=console, run=run, resume=resume is not None)

@@ -99,3 +99,10 @@ def trainer_imports(config: TrainConfig) -> Iterator[None]:
         gc.freeze()
         if collecting:
             gc.enable()
+
+
+def import_train_config(config: TrainConfig, own_process: bool):
+    """`train.entry.train_config`, imported inside `trainer_imports` when the process is the trainer's own."""
+    with trainer_imports(config) if own_process else contextlib.nullcontext():
+        from tui_trainer.train.entry import train_config
+    return train_config
