@@ -28,7 +28,8 @@ TRAINING_STACK = ("diffusers", "peft", "transformers", "bitsandbytes")
 
 def uses_bitsandbytes(config: TrainConfig) -> bool:
     """Whether the run needs bitsandbytes: an 8-bit optimizer, an nf4 part, or a base model stored quantised by it."""
-    dtypes = (config.model.vae_dtype, config.parts.denoiser.dtype, config.parts.text_encoder.dtype, config.parts.text_encoder_2.dtype)
+    parts = config.parts
+    dtypes = {config.model.vae_dtype, *(getattr(parts, table).dtype for table in type(parts).model_fields)}
     return (config.optimizer.name in BITSANDBYTES_OPTIMIZERS or WeightDtype.NF4 in dtypes
             or base_may_be_bitsandbytes_quantized(config.model.base_model))
 
