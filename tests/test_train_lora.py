@@ -159,6 +159,8 @@ def test_diffusers_format_loads_into_the_pipeline_and_changes_its_image(tiny_sd1
 
 
 def test_unet_only_with_cached_text_outputs_and_tensorboard(tiny_sd15, dataset, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from tui_trainer.train.entry import train_file
 
     config = write_config(
@@ -174,7 +176,11 @@ def test_unet_only_with_cached_text_outputs_and_tensorboard(tiny_sd15, dataset, 
     steps = [e for e in events if e["type"] == "step"]
     assert [e["step"] for e in steps] == [1, 2] and set(steps[0]["lr"]) == {"unet"}  # 3 batches, accumulation 2
     assert any(e["type"] == "cache_progress" and e["kind"] == "text" for e in events)
-    assert list(run.tensorboard_dir.rglob("events.out.tfevents.*"))
+    (logs,) = {path.parent for path in run.tensorboard_dir.rglob("events.out.tfevents.*")}
+    accumulator = EventAccumulator(str(logs))
+    accumulator.Reload()  # the writer is left to flush on its own: every step must still be there at the end
+    assert [(item.step, round(item.value, 5)) for item in accumulator.Scalars("loss")] == [(e["step"], round(e["loss"], 5)) for e in steps]
+    assert {"smoothed_loss", "lr/unet"} <= set(accumulator.Tags()["scalars"])
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ from tui_trainer.train.loop import image_conditions, placed_encoder
 from tui_trainer.train.masks import loss_weights
 from tui_trainer.train.methods import SavedFile, backup_state, method_hook, method_module, restore_state
 from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, part_configs
-from tui_trainer.train.monitor import RunMonitor, SilentMonitor, StepTimer, chain_trackers
+from tui_trainer.train.monitor import TENSORBOARD_FLUSH_S, RunMonitor, SilentMonitor, StepTimer, chain_trackers, tensorboard_scalars
 from tui_trainer.train.notify import notifier_for
 from tui_trainer.train.offload import offload_transformer
 from tui_trainer.train.optim import OptimizerUnavailable, build_lr_scheduler, build_optimizer
@@ -198,8 +198,9 @@ class TrainRecipe:
             kwargs_handlers=[process_group_kwargs(self.config.distributed.timeout_minutes)],
         )
         if training.tensorboard:
-            accelerator.init_trackers("scalars")
-            self.monitor.tracker = accelerator.log
+            accelerator.init_trackers("scalars", init_kwargs={"tensorboard": {"flush_secs": TENSORBOARD_FLUSH_S}})
+            if accelerator.is_main_process:
+                self.monitor.tracker = tensorboard_scalars(accelerator.get_tracker("tensorboard", unwrap=True))
         if self.config.wandb.enabled and accelerator.is_main_process:
             self.wandb = WandbLogger(self.config, self.run, self.monitor.warning)
             self.monitor.tracker = chain_trackers(self.monitor.tracker, self.wandb.log)

@@ -17,6 +17,24 @@ STATUS_INTERVAL_S = 1.0
 """status.json is rewritten at most this often during steps (always on state changes)."""
 
 
+TENSORBOARD_FLUSH_S = 5
+"""TensorBoard's writer flushes on its own this often (and when training ends)."""
+
+
+def tensorboard_scalars(writer: Any) -> Callable[..., None]:
+    """A tracker (scalars, step=...) adding scalars to a TensorBoard `SummaryWriter` without flushing it.
+
+    Used instead of `accelerator.log`, whose tracker flushes after every call: a wait on the writer's
+    thread at every step (0.3 ms a step on the tiny model's 30 ms). The writer flushes every
+    `TENSORBOARD_FLUSH_S` and when accelerate ends training; events.jsonl keeps every step regardless."""
+
+    def track(scalars: dict[str, float], step: int) -> None:
+        for name, value in scalars.items():
+            writer.add_scalar(name, value, global_step=step)
+
+    return track
+
+
 def chain_trackers(*trackers: Callable[..., Any] | None) -> Callable[..., Any] | None:
     """One tracker (scalars, step=...) calling each given one in turn; None when none is given."""
     given = [tracker for tracker in trackers if tracker is not None]
