@@ -13,8 +13,9 @@ import contextlib
 import gc
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tui_trainer.config import TrainConfig
 from tui_trainer.config.enums import OptimizerName, WeightDtype
@@ -102,7 +103,7 @@ def trainer_imports(config: TrainConfig) -> Iterator[None]:
             gc.enable()
 
 
-def import_train_config(config: TrainConfig, own_process: bool):
+def import_train_config(config: TrainConfig, own_process: bool) -> Callable[..., tuple[int, Any]]:
     """`train.entry.train_config`, imported inside `trainer_imports` when the process is the trainer's own."""
     with trainer_imports(config) if own_process else contextlib.nullcontext():
         from tui_trainer.train.entry import train_config
