@@ -166,8 +166,12 @@ def test_status_merges_and_detects_dead_trainer(tmp_path: Path):
 
 def test_command_files(tmp_path: Path):
     run = create_run_dir(tmp_path, "r", "")
+    assert pending_commands(run) == [], "no commands folder yet"
     send_command(run, "stop")
     send_command(run, Command.SAMPLE)
     assert pending_commands(run) == [Command.SAMPLE, Command.STOP]
     consume_command(run, Command.SAMPLE)
     assert pending_commands(run) == [Command.STOP]
+    (run.commands_dir / "stop.tmp-123").write_text("")
+    (run.commands_dir / "stop").unlink()
+    assert pending_commands(run) == [], "a command file still being written is not a command"

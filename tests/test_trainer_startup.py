@@ -19,7 +19,8 @@ sys.argv = ["tui-trainer", "train", sys.argv[1]]
 code = console_main()
 module = sys.modules.get("bitsandbytes", "not imported")
 print("STARTUP " + json.dumps({"code": code, "hidden": module is None, "imported": hasattr(module, "__file__"),
-                               "collecting": gc.isenabled(), "frozen": gc.get_freeze_count()}))
+                               "collecting": gc.isenabled(), "frozen": gc.get_freeze_count(),
+                               "lomo": sys.modules.get("lomo_optim", "looked up") is None}))
 """
 """The console script's entry in a new process, reporting what start-up left behind."""
 
@@ -60,6 +61,17 @@ def test_the_optimizer_set_matches_the_optimizer_table():
     from tui_trainer.train.startup import BITSANDBYTES_OPTIMIZERS
 
     assert BITSANDBYTES_OPTIMIZERS == {name for name, spec in OPTIMIZERS.items() if spec.module.startswith("bitsandbytes")}
+
+
+def test_hidden_packages_are_ones_no_optimizer_needs(monkeypatch):
+    from accelerate.utils import is_lomo_available
+
+    from tui_trainer.train.optim import OPTIMIZERS
+    from tui_trainer.train.startup import NEVER_USED
+
+    assert not {spec.module.partition(".")[0] for spec in OPTIMIZERS.values()} & set(NEVER_USED)
+    monkeypatch.setitem(sys.modules, "lomo_optim", None)
+    assert not is_lomo_available(), "accelerate's per-step check sees the hidden package as absent"
 
 
 def test_a_base_stored_quantised_by_bitsandbytes_keeps_it(tmp_path, monkeypatch):
@@ -112,11 +124,12 @@ def test_a_trainer_process_trains_without_bitsandbytes_unless_the_run_uses_it(tm
     eight_bit = write_config(tmp_path / "8bit", tiny_sd15, tiny_dataset, training=steps,
                              optimizer='name = "adamw8bit"\nlearning_rate = 0.001')
     without = _train_in_new_process(plain)
-    assert without == {"code": 0, "hidden": True, "imported": False, "collecting": True, "frozen": without["frozen"]}
+    assert without == {"code": 0, "hidden": True, "imported": False, "collecting": True, "frozen": without["frozen"],
+                       "lomo": True}
     assert without["frozen"] > 100_000, "the imports' objects are out of the collector's way"
     (lora,) = (tmp_path / "plain" / "ws").glob("runs/*/output/*.safetensors")
     pipeline = StableDiffusionPipeline.from_pretrained(tiny_sd15, safety_checker=None, requires_safety_checker=False)
     pipeline.load_lora_weights(str(lora))
     assert any(isinstance(module, BaseTunerLayer) for module in pipeline.unet.modules())
     with_it = _train_in_new_process(eight_bit)
-    assert (with_it["code"], with_it["hidden"], with_it["imported"]) == (0, False, True)
+    assert (with_it["code"], with_it["hidden"], with_it["imported"], with_it["lomo"]) == (0, False, True, True)
