@@ -172,6 +172,6 @@ def test_command_files(tmp_path: Path):
     assert pending_commands(run) == [Command.SAMPLE, Command.STOP]
     consume_command(run, Command.SAMPLE)
     assert pending_commands(run) == [Command.STOP]
-    (run.commands_dir / "stop.tmp-123").write_text("")
+    (run.commands_dir / ".stop.k3j9x.tmp").write_text("")  # the temp name atomic_write_text gives it
     (run.commands_dir / "stop").unlink()
     assert pending_commands(run) == [], "a command file still being written is not a command"
