@@ -158,6 +158,16 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     atomic_write_text(path, dump_config(config))
 
 
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+SAFE_SUFFIXES = (".safetensors", ".sft")
+"""Suffixes of a single-file checkpoint: pickled (torch.load) and safetensors."""
+
+
+def is_single_file(value: str) -> bool:
+    """Whether a model setting names one checkpoint file (not a diffusers folder or a repo id)."""
+    return value.lower().endswith(SAFE_SUFFIXES + PICKLE_SUFFIXES)
+
+
 def resolve_path(config_file: str | Path | None, value: str) -> Path:
     """A path from the config, made absolute against the config file's folder."""
     candidate = Path(value).expanduser()

@@ -21,6 +21,7 @@ from tui_trainer.config.enums import (
     TrainDtype,
     WeightDtype,
 )
+from tui_trainer.config.io import is_single_file
 from tui_trainer.config.schema import TrainConfig, parse_resolution
 from tui_trainer.estimate.gpu import GpuInfo
 from tui_trainer.models.families import (
@@ -253,6 +254,9 @@ class Plan(NamedTuple):
     """Block offload prefetches the next group (two groups on the GPU)."""
     captions_vary: bool = False
     """Some concept shuffles or drops tags or captions (then text outputs are cached as they come)."""
+    denoiser_from_folder: bool = True
+    """The denoiser is read from a diffusers folder or repo id, where an nf4 one is quantised as it is read (not from
+    a single file or model.transformer, which are read whole first)."""
 
     @property
     def frees_text(self) -> bool:
@@ -314,6 +318,7 @@ def plan_from_config(
         captions_vary=any(c.shuffle_tags or c.tag_dropout or c.caption_dropout for c in config.concepts),
         offload_group=config.flow.offload.blocks_per_group if config.flow.offload.enabled else 0,
         offload_prefetch=config.flow.offload.use_stream,
+        denoiser_from_folder=not model.transformer and not is_single_file(model.base_model),
     )
 
 
@@ -409,7 +414,10 @@ SGD_WITH_MOMENTUM = OptimizerState(1)
 
 
 def _load_bytes(plan: Plan, part: PartSpec, dtype: WeightDtype) -> int:
-    """Host bytes of a part as it is read: fp8 and nf4 parts load in the compute dtype and are converted after."""
+    """Host bytes of a part as it is read: fp8 and nf4 parts load in the compute dtype and are converted after, but for
+    an nf4 denoiser from a folder each layer is quantised as it is read (train.loading.load_nf4_model)."""
+    if dtype is WeightDtype.NF4 and part.name == plan.spec.denoiser.name and plan.denoiser_from_folder:
+        return _weight_bytes(part, dtype)
     if dtype in (WeightDtype.FLOAT8, WeightDtype.NF4):
         return part.params * COMPUTE_BYTES[plan.train_dtype]
     return _weight_bytes(part, dtype)

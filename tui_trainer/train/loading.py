@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tui_trainer.config.enums import TrainDtype, WeightDtype
-from tui_trainer.config.io import resolve_path
+from tui_trainer.config.io import PICKLE_SUFFIXES, SAFE_SUFFIXES, resolve_path
 from tui_trainer.config.schema import TrainConfig
 from tui_trainer.models.families import family_spec
 from tui_trainer.train.errors import ModelLoadError
 from tui_trainer.train.families import train_family
 from tui_trainer.train.model_parts import TEXT_ENCODER_PARTS, ModelParts, part_configs
-
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-SAFE_SUFFIXES = (".safetensors", ".sft")
 
 STORAGE_DTYPES: dict[WeightDtype, torch.dtype | None] = {
     WeightDtype.FLOAT32: torch.float32,
@@ -82,18 +82,69 @@ def quantize_nf4(module: torch.nn.Module, compute: torch.dtype) -> int:
     linears = [(name, layer) for name, layer in module.named_modules() if type(layer) is torch.nn.Linear]
     for name, layer in linears:
         parent_name, _, child = name.rpartition(".")
-        quantized = bnb.nn.Linear4bit(
-            layer.in_features, layer.out_features, bias=layer.bias is not None, compute_dtype=compute, quant_type="nf4",
-            device=layer.weight.device,
-        )
-        # bitsandbytes repacks a layer in place for its CPU inference kernel on the first no-grad eval forward (a
-        # sample) and needs widths of 64 for it; training and sampling share the layers, so they keep one layout.
-        quantized.support_avx512bf16_for_cpu = False
+        quantized = _nf4_linear(layer, compute, layer.weight.device)
         quantized.weight = bnb.nn.Params4bit(layer.weight.data.to(compute), requires_grad=False, quant_type="nf4")
         if layer.bias is not None:
             quantized.bias = torch.nn.Parameter(layer.bias.data.to(compute), requires_grad=False)
         module.get_submodule(parent_name).register_module(child, quantized.to(layer.weight.device))
     return len(linears)
+
+
+def _weight_files(folder: Path) -> list[Path] | None:
+    """A diffusers model folder's safetensors files (its shard index's, or the one file); None when it has neither."""
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    if index.is_file():
+        return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    single = folder / "diffusion_pytorch_model.safetensors"
+    return [single] if single.is_file() else None
+
+
+def load_nf4_model(folder: Path, compute: torch.dtype) -> torch.nn.Module | None:
+    """The diffusers model in `folder` with every nn.Linear in nf4, each weight quantised as it is read.
+
+    Host RAM then holds the nf4 weights and one tensor at a time, whatever the files' dtype: loading the part whole
+    first (diffusers' way without a GPU) holds all of it in the compute dtype, 24 GB for FLUX.1's transformer, unless
+    the files are in that dtype already (they are read from the page cache as needed then). Written here because
+    diffusers' bitsandbytes quantizer needs a CUDA GPU and loads the part onto it, while block offload keeps it in
+    host RAM. None when the files' keys are not the model's own (a layout diffusers converts as it loads): the caller
+    loads it whole then."""
+    import diffusers
+    from accelerate import init_empty_weights
+    from accelerate.utils import set_module_tensor_to_device
+    from safetensors import safe_open
+
+    files = _weight_files(folder)
+    if files is None:
+        return None
+    model_class = getattr(diffusers, json.loads((folder / "config.json").read_text())["_class_name"])
+    with init_empty_weights():
+        model = model_class.from_config(model_class.load_config(folder))
+    linears = [(name, layer) for name, layer in model.named_modules() if type(layer) is torch.nn.Linear]
+    for name, layer in linears:
+        parent_name, _, child = name.rpartition(".")
+        model.get_submodule(parent_name).register_module(child, _nf4_linear(layer, compute, torch.device("meta")))
+    keep_fp32 = model_class._keep_in_fp32_modules or ()
+    with ExitStack() as stack:
+        handles = [stack.enter_context(safe_open(str(file), framework="pt")) for file in files]
+        if {key for handle in handles for key in handle.keys()} != set(model.state_dict()):
+            return None
+        for handle in handles:
+            for key in handle.keys():
+                dtype = torch.float32 if any(part in keep_fp32 for part in key.split(".")) else compute
+                set_module_tensor_to_device(model, key, "cpu", value=handle.get_tensor(key), dtype=dtype)
+    return model.eval()
+
+
+def _nf4_linear(layer: torch.nn.Linear, compute: torch.dtype, device: torch.device) -> torch.nn.Module:
+    """An empty bitsandbytes nf4 Linear4bit shaped like `layer`, on `device`."""
+    import bitsandbytes as bnb
+
+    quantized = bnb.nn.Linear4bit(layer.in_features, layer.out_features, bias=layer.bias is not None, compute_dtype=compute,
+                                  quant_type="nf4", device=device)
+    # bitsandbytes repacks a layer in place for its CPU inference kernel on the first no-grad eval forward (a sample)
+    # and needs widths of 64 for it; training and sampling share the layers, so they keep one layout.
+    quantized.support_avx512bf16_for_cpu = False
+    return quantized
 
 
 def _apply_nf4(pipeline: Any, dtypes: dict[str, WeightDtype], compute: torch.dtype) -> None:
@@ -144,22 +195,33 @@ def _load_pipeline(config: TrainConfig, config_path: str | Path | None, compute:
                 module.to(dtype)
         return pipeline, str(local)
     kwargs = {"dtype": torch_dtype, **extras}
+    name = family_spec(family.family).denoiser.name
     if config.model.transformer:
-        name = family_spec(family.family).denoiser.name
         kwargs[name] = _load_single_file_denoiser(config, config_path, str(local) if local.is_dir() else value, torch_dtype[name])
     if local.is_dir():
         if not (local / "model_index.json").is_file():
             raise ModelLoadError(f"{value}: folder has no model_index.json; it is not a diffusers model folder")
-        return diffusers.DiffusionPipeline.from_pretrained(str(local), **kwargs), str(local)
-    if value.startswith((".", "/", "~")) or local.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES:
+        folder = str(local)
+    elif value.startswith((".", "/", "~")) or local.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES:
         raise ModelLoadError(f"{value}: does not exist")
+    elif dtypes[name] is WeightDtype.NF4 and name not in kwargs:
+        folder = _from_hub(value, lambda offline: diffusers.DiffusionPipeline.download(value, local_files_only=offline, **extras))
+    else:
+        return _from_hub(value, lambda offline: diffusers.DiffusionPipeline.from_pretrained(value, local_files_only=offline, **kwargs)), value
+    if dtypes[name] is WeightDtype.NF4 and name not in kwargs and (streamed := load_nf4_model(Path(folder) / name, compute)):
+        kwargs[name] = streamed
+    return diffusers.DiffusionPipeline.from_pretrained(folder, **kwargs), str(local) if local.is_dir() else value
+
+
+def _from_hub(value: str, load: Callable[[bool], Any]) -> Any:
+    """`load(offline)` for a Hugging Face repo id: from the local cache first, then from the hub unless HF_HUB_OFFLINE."""
     try:
-        return diffusers.DiffusionPipeline.from_pretrained(value, local_files_only=True, **kwargs), value
+        return load(True)
     except (OSError, ValueError) as cached_error:
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
             raise ModelLoadError(hub_hint(value, cached_error)) from None
     try:
-        return diffusers.DiffusionPipeline.from_pretrained(value, **kwargs), value
+        return load(False)
     except Exception as error:  # network failures surface as many types (OSError, requests, hub errors)
         raise ModelLoadError(hub_hint(value, error)) from None
 
