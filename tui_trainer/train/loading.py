@@ -202,17 +202,18 @@ def _load_pipeline(config: TrainConfig, config_path: str | Path | None, compute:
     name = family_spec(family.family).denoiser.name
     if config.model.transformer:
         kwargs[name] = _load_single_file_denoiser(config, config_path, str(local) if local.is_dir() else value, torch_dtype[name])
+    streams_nf4 = dtypes[name] is WeightDtype.NF4 and name not in kwargs
     if local.is_dir():
         if not (local / "model_index.json").is_file():
             raise ModelLoadError(f"{value}: folder has no model_index.json; it is not a diffusers model folder")
         folder = str(local)
     elif value.startswith((".", "/", "~")) or local.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES:
         raise ModelLoadError(f"{value}: does not exist")
-    elif dtypes[name] is WeightDtype.NF4 and name not in kwargs:
+    elif streams_nf4:
         folder = _from_hub(value, lambda offline: diffusers.DiffusionPipeline.download(value, local_files_only=offline, **extras))
     else:
         return _from_hub(value, lambda offline: diffusers.DiffusionPipeline.from_pretrained(value, local_files_only=offline, **kwargs)), value
-    if dtypes[name] is WeightDtype.NF4 and name not in kwargs and (streamed := load_nf4_model(Path(folder) / name, compute)):
+    if streams_nf4 and (streamed := load_nf4_model(Path(folder) / name, compute)):
         kwargs[name] = streamed
     return diffusers.DiffusionPipeline.from_pretrained(folder, **kwargs), str(local) if local.is_dir() else value
 
